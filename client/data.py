@@ -1,0 +1,185 @@
+"""A site's samples as a torch Dataset: ``{"image": T, "tabular": T, ..., "present": bool[M],
+"label": y}``, encoded with the run's :class:`~client.features.FeatureSpec`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from client.features import FeatureSpec, encode_omics, encode_tabular
+from client.manifest import Manifest
+
+__all__ = ["SiteDataset", "load_site_dataset", "read_file_array", "default_cache_dir", "SPLITS"]
+
+SPLITS = ("train", "val", "test")
+_EIGHT_BIT = (".png", ".jpg", ".jpeg")
+
+
+def read_file_array(path: Path, *, modality: str) -> np.ndarray:
+    """Read one image (MONAI ``LoadImage``: PNG/JPEG/NIfTI/.npy, channels first) or one series
+    (.npy shaped [T, C], or a CSV with one column per channel) as float32, channels first."""
+    if modality == "image":
+        from monai.transforms import LoadImage
+
+        array = np.asarray(LoadImage(image_only=True, ensure_channel_first=True)(str(path)), dtype=np.float32)
+        if str(path).lower().endswith(_EIGHT_BIT):
+            return array / 255.0
+        # Non-8-bit sources (CT, MRI) have no fixed range: z-score each volume.
+        return (array - array.mean()) / (array.std() + 1e-6)
+    if str(path).lower().endswith(".csv"):
+        series = pd.read_csv(path).to_numpy(dtype=np.float32)
+    else:
+        series = np.load(path).astype(np.float32)
+    return np.nan_to_num(series.T)  # [T, C] -> [C, T]
+
+
+class SiteDataset(Dataset):
+    """In-memory samples of one split of one site.
+
+    Args:
+        inputs: modality -> tensor [N, ...] (zeros where the modality is missing).
+        present: bool [N, M], in ``modalities`` order.
+        target: labels [N] (survival: [N, 2] = time, event).
+        sample_ids: the manifest's ``sample_id`` of each row.
+        modalities: modality order of ``present``.
+    """
+
+    def __init__(
+        self,
+        inputs: dict[str, torch.Tensor],
+        present: torch.Tensor,
+        target: torch.Tensor,
+        sample_ids: list[str],
+        modalities: list[str],
+    ) -> None:
+        self.inputs = inputs
+        self.present = present
+        self.target = target
+        self.sample_ids = sample_ids
+        self.modalities = modalities
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = {m: self.inputs[m][index] for m in self.modalities}
+        item["present"] = self.present[index]
+        item["label"] = self.target[index]
+        return item
+
+    def presence_counts(self) -> dict[str, int]:
+        """Samples that carry each modality (the server weights each module by these)."""
+        return {m: int(self.present[:, i].sum()) for i, m in enumerate(self.modalities)}
+
+
+def load_site_dataset(
+    manifest: Manifest, spec: FeatureSpec, *, split: str, cache_dir: str | Path | None = None
+) -> SiteDataset:
+    """Encode the rows of ``split`` (all rows when the manifest has no split column).
+
+    Decoded files are cached under ``cache_dir`` (keyed by the manifest's path, size and
+    modification time), since a deployed site starts a fresh process for every round.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    table = manifest.table
+    positions = np.arange(len(table))
+    if "split" in table.columns:
+        positions = positions[(table["split"].fillna("train") == split).to_numpy()]
+    rows = table.iloc[positions]
+    inputs: dict[str, torch.Tensor] = {}
+    present = []
+    for modality in spec.modalities:
+        if modality == "tabular":
+            inputs[modality] = torch.from_numpy(encode_tabular(rows, spec))
+            present.append(np.ones(len(rows), dtype=bool))
+        elif modality == "omics":
+            values, has = encode_omics(rows, spec)
+            inputs[modality] = torch.from_numpy(values)
+            present.append(has)
+        else:
+            values, has = _file_column(manifest, spec, modality, cache_dir)
+            inputs[modality] = torch.from_numpy(values[positions])
+            present.append(has[positions])
+    target = _targets(manifest, rows, spec)
+    return SiteDataset(
+        inputs=inputs,
+        present=torch.from_numpy(np.stack(present, axis=1)) if present else torch.zeros(len(rows), 0, dtype=torch.bool),
+        target=target,
+        sample_ids=rows["sample_id"].astype(str).tolist(),
+        modalities=list(spec.modalities),
+    )
+
+
+def _targets(manifest: Manifest, rows: pd.DataFrame, spec: FeatureSpec) -> torch.Tensor:
+    if spec.task == "survival":
+        time = pd.to_numeric(rows["time"]).to_numpy(dtype=np.float32)
+        event = pd.to_numeric(rows["event"]).to_numpy(dtype=np.float32)
+        return torch.from_numpy(np.stack([time, event], axis=1))
+    if spec.task == "regression":
+        return torch.from_numpy(pd.to_numeric(rows["label"]).to_numpy(dtype=np.float32))
+    index = {c: i for i, c in enumerate(spec.classes)}
+    labels = rows["label"].astype(str)
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        raise ValueError(
+            f"{manifest.path}: labels {unknown} are not among the run's classes {spec.classes} "
+            "(the classes come from every site's training split)"
+        )
+    codes = labels.map(index).to_numpy(dtype=np.int64)
+    return torch.from_numpy(codes.astype(np.float32) if spec.task == "binary" else codes)
+
+
+def _file_column(
+    manifest: Manifest, spec: FeatureSpec, modality: str, cache_dir: str | Path | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """All rows of one file column decoded: (float32 [N, *shape], present bool [N])."""
+    column = spec.files[modality]
+    shape = spec.shapes[modality]
+    cache = _cache_path(manifest, column, shape, cache_dir)
+    if cache is not None and cache.exists():
+        with np.load(cache) as stored:
+            return stored["values"], stored["present"]
+    n = len(manifest.table)
+    values = np.zeros((n, *shape), dtype=np.float32)
+    present = np.zeros(n, dtype=bool)
+    for i in range(n):
+        path = manifest.file_path(column, i)
+        if path is None:
+            continue
+        array = read_file_array(path, modality=modality)
+        if list(array.shape) != list(shape):
+            raise ValueError(
+                f"{manifest.path}, row {i + 2}, column {column!r}: {modality} shape {list(array.shape)}, "
+                f"expected {list(shape)} like the other sites"
+            )
+        values[i] = array
+        present[i] = True
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".npz")
+        with os.fdopen(handle, "wb") as f:
+            np.savez(f, values=values, present=present)
+        os.replace(tmp, cache)
+    return values, present
+
+
+def default_cache_dir(manifest: Manifest) -> Path:
+    """Where decoded files of a site are cached unless its node config says otherwise."""
+    return manifest.path.parent / ".fedfusion-cache"
+
+
+def _cache_path(manifest: Manifest, column: str, shape: list[int], cache_dir: str | Path | None) -> Path | None:
+    if cache_dir is None:
+        return None
+    stat = manifest.path.stat()
+    key = f"{manifest.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{column}|{shape}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"{manifest.site}-{column}-{digest}.npz"

@@ -1,0 +1,115 @@
+"""Local training and evaluation loops: plain functions that never see a Flower Message."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from fusion_models.task import Task
+
+__all__ = ["TrainSettings", "resolve_device", "make_loader", "train_local", "predict", "evaluate"]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Local optimisation settings, identical for federated, pooled and local-only training.
+
+    Args:
+        epochs: passes over the local training split per round (fractions allowed).
+        batch_size: samples per step.
+        lr: learning rate.
+        weight_decay: decoupled weight decay (AdamW).
+        proximal_mu: FedProx proximal weight; 0 disables it.
+    """
+
+    epochs: float = 1.0
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    proximal_mu: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU; anything else is passed to torch."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    """A DataLoader with a seeded shuffle, so a run is reproducible."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=False)
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def train_local(
+    model: nn.Module,
+    dataset: Dataset,
+    task: Task,
+    settings: TrainSettings,
+    *,
+    seed: int,
+    device: torch.device,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> dict[str, float]:
+    """Train ``model`` in place for ``settings.epochs`` passes over ``dataset``.
+
+    Returns ``loss`` (mean training loss), ``steps`` and ``samples`` (sample passes made).
+    With ``proximal_mu > 0`` the FedProx term pulls the weights towards those at the start.
+    """
+    if len(dataset) == 0:
+        return {"loss": float("nan"), "steps": 0.0, "samples": 0.0}
+    torch.manual_seed(seed)
+    model.to(device).train()
+    optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    anchor = [p.detach().clone() for p in model.parameters()] if settings.proximal_mu > 0 else None
+    loader = make_loader(dataset, batch_size=settings.batch_size, shuffle=True, seed=seed)
+    steps = max(1, math.ceil(settings.epochs * len(loader)))
+    done, samples, total = 0, 0, 0.0
+    while done < steps:
+        for batch in loader:
+            batch = _to(batch, device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = task.loss(model(batch), batch["label"])
+            if anchor is not None:
+                drift = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+                loss = loss + 0.5 * settings.proximal_mu * drift
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            samples += len(batch["label"])
+            done += 1
+            if done >= steps:
+                break
+    return {"loss": total / done, "steps": float(done), "samples": float(samples)}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset: Dataset, task: Task, *, device: torch.device, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, float]:
+    """Scores of every sample: (target, scores, mean loss)."""
+    model.to(device).eval()
+    targets, outputs = [], []
+    for batch in make_loader(dataset, batch_size=batch_size, shuffle=False, seed=0):
+        batch = _to(batch, device)
+        outputs.append(model(batch).cpu())
+        targets.append(batch["label"].cpu())
+    if not outputs:
+        return np.zeros(0), np.zeros(0), float("nan")
+    out, target = torch.cat(outputs), torch.cat(targets)
+    return target.numpy(), task.scores(out), float(task.loss(out, target))
+
+
+def evaluate(model: nn.Module, dataset: Dataset, task: Task, *, device: torch.device) -> dict[str, float]:
+    """Task metrics of ``model`` on ``dataset`` plus its mean ``loss``."""
+    target, scores, loss = predict(model, dataset, task, device=device)
+    metrics = task.metrics(target, scores) if len(target) else {}
+    return {**metrics, "loss": loss}

@@ -1,0 +1,118 @@
+"""MultimodalModel: one encoder per modality and one fusion head, with modality dropout and a
+per-sample presence mask."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from fusion_models.encoders import ENCODERS
+from fusion_models.fusion import FUSIONS
+
+__all__ = ["ModelSpec", "MultimodalModel", "build_model", "module_groups", "module_of"]
+
+_SPEC_VERSION = 1
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a model identically at the server and at every site.
+
+    Args:
+        modalities: modality -> input facts, in presence-mask order (``{"image": {"in_channels": 3,
+            "spatial_dims": 2}, "tabular": {"in_features": 40}}``).
+        encoders: modality -> {"name": registered encoder, **kwargs}.
+        fusion: {"name": registered fusion head, **kwargs}.
+        feature_dim: width d of every encoder's output.
+        out_dim: task output width.
+        modality_dropout: probability of hiding a present modality of a training sample
+            (never all of them).
+    """
+
+    modalities: dict[str, dict[str, Any]]
+    encoders: dict[str, dict[str, Any]]
+    fusion: dict[str, Any]
+    feature_dim: int
+    out_dim: int
+    modality_dropout: float = 0.0
+    spec_version: int = field(default=_SPEC_VERSION)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
+        missing = [k for k in ("modalities", "encoders", "fusion", "feature_dim", "out_dim") if k not in data]
+        if missing:
+            raise ValueError(f"model spec is missing keys {missing}")
+        if data.get("spec_version", _SPEC_VERSION) != _SPEC_VERSION:
+            raise ValueError(f"model spec version {data['spec_version']} is not {_SPEC_VERSION}")
+        return cls(**data)
+
+
+class MultimodalModel(nn.Module):
+    """Encoders by modality plus one fusion head.
+
+    Parameters are grouped by module (``encoders.<modality>.*``, ``fusion.*``) so that the
+    server can aggregate each module over the sites that trained it.
+
+    Args:
+        spec: the model's :class:`ModelSpec`.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.modalities = list(spec.modalities)
+        self.encoders = nn.ModuleDict()
+        for modality, inputs in spec.modalities.items():
+            options = dict(spec.encoders[modality])
+            name = options.pop("name")
+            self.encoders[modality] = ENCODERS.get(name)(**inputs, out_dim=spec.feature_dim, **options)
+        options = dict(spec.fusion)
+        name = options.pop("name")
+        self.fusion = FUSIONS.get(name)(
+            modalities=self.modalities, feature_dim=spec.feature_dim, out_dim=spec.out_dim, **options
+        )
+        self.modality_dropout = spec.modality_dropout
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Map a batch ``{"image": T, ..., "present": bool[B, M]}`` to outputs [B, out_dim]."""
+        present = batch["present"].bool()
+        if self.training and self.modality_dropout > 0:
+            present = self._drop_modalities(present)
+        features = {m: self.encoders[m](batch[m]) for m in self.modalities}
+        return self.fusion(features, present)
+
+    def _drop_modalities(self, present: torch.Tensor) -> torch.Tensor:
+        dropped = present & (torch.rand(present.shape, device=present.device) < self.modality_dropout)
+        kept = present & ~dropped
+        # A sample left with nothing keeps what it had: hiding every input teaches nothing.
+        empty = ~kept.any(dim=1, keepdim=True)
+        return torch.where(empty, present, kept)
+
+
+def build_model(spec: ModelSpec, *, seed: int | None = None) -> MultimodalModel:
+    """Build a model from its spec; with ``seed`` the initial weights are reproducible."""
+    if seed is None:
+        return MultimodalModel(spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MultimodalModel(spec)
+
+
+def module_of(key: str) -> str:
+    """Aggregation module of a state-dict key: ``encoders.<modality>`` or ``fusion``."""
+    parts = key.split(".")
+    return ".".join(parts[:2]) if parts[0] == "encoders" else parts[0]
+
+
+def module_groups(model: MultimodalModel) -> dict[str, list[str]]:
+    """Group state-dict keys by aggregation module: ``encoders.<modality>`` and ``fusion``."""
+    groups: dict[str, list[str]] = {}
+    for key in model.state_dict():
+        groups.setdefault(module_of(key), []).append(key)
+    return groups

@@ -1,0 +1,78 @@
+"""The composed Hydra config, checked once into typed settings; nothing deeper reads ``cfg``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from server.settings import RunSettings
+
+__all__ = ["SimulationConfig", "BASELINES"]
+
+BASELINES = ("pooled", "local")
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """One simulation: where the data comes from, how it is carved into sites, and the run."""
+
+    name: str
+    dataset: str
+    data_root: str | None
+    data_params: dict[str, Any]
+    partition: str
+    partition_params: dict[str, Any]
+    val_fraction: float
+    test_fraction: float
+    baselines: tuple[str, ...]
+    bootstrap: int
+    privacy: str
+    run: RunSettings
+    resolved: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @classmethod
+    def from_cfg(cls, cfg: DictConfig) -> "SimulationConfig":
+        """Check the composed config; errors name the offending key."""
+        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        if not isinstance(resolved, dict):
+            raise ValueError("the config must be a mapping")
+        baselines = tuple(resolved.get("baselines") or ())
+        unknown = sorted(set(baselines) - set(BASELINES))
+        if unknown:
+            raise ValueError(f"baselines: unknown {unknown}; known: {list(BASELINES)}")
+        partition = dict(resolved["partition"])
+        strategy = dict(resolved["strategy"])
+        model = dict(resolved["model"])
+        model["fusion"] = dict(resolved["fusion"])
+        privacy = dict(resolved["privacy"])
+        if privacy.get("name") != "none":
+            raise ValueError(f"privacy={privacy.get('name')!r} is not available; use privacy=none")
+        run = RunSettings.from_dict(
+            {
+                "rounds": int(resolved["rounds"]),
+                "seed": int(resolved["seed"]),
+                "task": str(resolved["task"]["name"]),
+                "num_sites": int(resolved["num_sites"]),
+                "train": dict(resolved["train"]),
+                "model": model,
+                "strategy": strategy,
+                "device": str(resolved["device"]),
+            }
+        )
+        return cls(
+            name=str(resolved["name"]),
+            dataset=str(resolved["data"]["name"]),
+            data_root=resolved["data"].get("root"),
+            data_params=dict(resolved["data"].get("params") or {}),
+            partition=str(partition.pop("name")),
+            partition_params={k: v for k, v in partition.items() if v is not None},
+            val_fraction=float(resolved["split"]["val_fraction"]),
+            test_fraction=float(resolved["split"]["test_fraction"]),
+            baselines=baselines,
+            bootstrap=int(resolved["bootstrap"]),
+            privacy=str(privacy["name"]),
+            run=run,
+            resolved=resolved,
+        )

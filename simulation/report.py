@@ -1,0 +1,343 @@
+"""The results of one run, for people: a terminal table, ``report.md`` and its figures.
+
+The headline is the mean over sites of the per-site metric: each site counts once, as it
+would when deciding whether the model is good enough for *its* patients. The pooled-test
+figure (one metric over all sites' test rows together) is shown beside it, labelled as
+inflated: when the sites' base rates differ, a model that only recognises which site a
+sample comes from ranks well across sites without ranking well within any of them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from simulation.plots import (
+    method_names,
+    metric_label,
+    plot_learning_curves,
+    plot_modalities,
+    plot_partition,
+    plot_site_results,
+    site_names,
+)
+
+__all__ = ["results_table", "print_results", "write_report", "write_all"]
+
+MEAN_LABEL = "mean over sites"
+POOLED_LABEL = "pooled test (inflated)"
+_FEW = 10  # fewer test positives / events than this: the per-site figure is mostly noise
+_METRICS_COLUMNS = ["method", "round", "site", "split", "metric", "value"]
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One row of the results table, already formatted."""
+
+    method: str
+    label: str
+    kind: str  # "site" | "mean" | "pooled"
+    cells: list[str]
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _fmt(value: object, ci: object = None) -> str:
+    """``0.812 [0.751, 0.864]``; ``n/a`` for a missing or non-finite value."""
+    if not _finite(value):
+        return "n/a"
+    text = f"{value:.3f}"
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_finite(c) for c in ci):
+        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return text
+
+
+def _metrics(summary: dict) -> list[str]:
+    """Table columns: ``summary["metrics"]``, with the headline first."""
+    headline = summary["headline"]
+    metrics = list(summary.get("metrics") or [headline])
+    return [headline] + [m for m in metrics if m != headline]
+
+
+def _count_key(summary: dict) -> str | None:
+    return {"binary": "n_pos", "survival": "n_events"}.get(summary.get("task", ""))
+
+
+def _test_counts(summary: dict) -> dict[str, dict]:
+    """Per site, ``n`` and the positive/event count of its test split (first method that has them)."""
+    counts: dict[str, dict] = {}
+    for method in method_names(summary):
+        for site, row in (summary["methods"][method] or {}).get("per_site", {}).items():
+            for key in ("n", "n_pos", "n_events"):
+                if key in row and key not in counts.setdefault(site, {}):
+                    counts[site][key] = row[key]
+    return counts
+
+
+def _n_cell(counts: dict, key: str | None) -> str:
+    if "n" not in counts:
+        return ""
+    if key is None or key not in counts:
+        return str(counts["n"])
+    noun = "pos" if key == "n_pos" else "events"
+    return f"{counts['n']} ({counts[key]} {noun})"
+
+
+def _rows(summary: dict) -> list[_Row]:
+    """Per method: each site, then the mean over sites, then the pooled test, formatted."""
+    headline, metrics, key = summary["headline"], _metrics(summary), _count_key(summary)
+    counts = _test_counts(summary)
+    n_sites = len(site_names(summary))
+    rows = []
+    for method in method_names(summary):
+        result = summary["methods"][method] or {}
+        per_site = result.get("per_site", {})
+        for site in [s for s in site_names(summary) if s in per_site] + [s for s in per_site if s not in site_names(summary)]:
+            row = per_site[site]
+            cells = [_fmt(row.get(m), row.get(f"{m}_ci") if m == headline else None) for m in metrics]
+            rows.append(_Row(method, site, "site", cells + [_n_cell(counts.get(site, {}), key)]))
+        mean, mean_n = result.get("site_mean", {}), result.get("site_mean_n", {})
+        cells = []
+        for m in metrics:
+            text = _fmt(mean.get(m))
+            if m in mean_n and n_sites and mean_n[m] < n_sites and text != "n/a":
+                text += f" ({mean_n[m]} of {n_sites} sites)"
+            cells.append(text)
+        rows.append(_Row(method, MEAN_LABEL, "mean", cells + [""]))
+        pooled = result.get("pooled_test", {})
+        rows.append(_Row(method, POOLED_LABEL, "pooled", [_fmt(pooled.get(m)) for m in metrics] + [""]))
+    return rows
+
+
+def _headers(summary: dict) -> list[str]:
+    higher = summary.get("higher_is_better", True)
+    headline = summary["headline"]
+    metric_headers = [
+        f"{metric_label(m, higher)} [95% CI]" if m == headline else metric_label(m) for m in _metrics(summary)
+    ]
+    return ["method", "site"] + metric_headers + ["test n"]
+
+
+def results_table(summary: dict) -> Table:
+    """Per method: one row per site, the mean over sites (bold, the headline) and the pooled test.
+
+    Args:
+        summary: the run summary (``methods``, ``metrics``, ``headline``, ``sites``).
+
+    Returns:
+        A rich table; headline cells carry their 95% CI where one was computed, NaN shows ``n/a``.
+    """
+    table = Table(title=f"{summary.get('name', 'run')}: test results", show_lines=False)
+    for i, header in enumerate(_headers(summary)):
+        table.add_column(header, justify="left" if i < 2 else "right", no_wrap=i < 2)
+    previous = None
+    for row in _rows(summary):
+        style = {"mean": "bold", "pooled": "dim italic"}.get(row.kind, "")
+        method = row.method if row.method != previous else ""
+        table.add_row(Text(method), Text(row.label, style=style), *(Text(c, style=style) for c in row.cells),
+                      end_section=row.kind == "pooled")
+        previous = row.method
+    return table
+
+
+def _base_rates(summary: dict) -> dict[str, float]:
+    """Per site, the share of positives (binary) or events (survival), from the partition."""
+    rates = {}
+    classes = summary.get("classes") or []
+    for site, part in summary.get("partition", {}).items():
+        labels = part.get("labels") or {}
+        total = sum(float(v) for v in labels.values())
+        positive = "events" if "events" in labels else (classes[-1] if len(classes) == 2 else None)
+        if total > 0 and positive in labels:
+            rates[site] = float(labels[positive]) / total
+    return rates
+
+
+def _explanation(summary: dict) -> str:
+    """Why the headline is the mean over sites and why the pooled-test figure reads high."""
+    headline = metric_label(summary["headline"], summary.get("higher_is_better", True))
+    rates = _base_rates(summary)
+    noun = "event rates" if summary.get("task") == "survival" else "base rates"
+    spread = f" ({min(rates.values()):.1%} to {max(rates.values()):.1%})" if len(rates) > 1 else ""
+    if summary.get("task") == "regression":
+        why = "the sites' outcome ranges differ, so between-site differences count as signal"
+    else:
+        why = (f"the sites' {noun} differ{spread}, so a model that only learns which site a sample "
+               "comes from scores well on it")
+    return (f"Headline: {headline}, the mean over sites of each site's test figure (each site counts once). "
+            f"The pooled-test row scores all sites' test rows together and is inflated: {why}. "
+            "Read it beside the mean over sites, never instead of it.")
+
+
+def _caveats(summary: dict) -> list[str]:
+    """Per-site warnings: few test positives/events, and headline undefined at a site."""
+    key, headline = _count_key(summary), summary["headline"]
+    noun = {"n_pos": "positives", "n_events": "events"}.get(key or "", "")
+    out = []
+    for site, counts in _test_counts(summary).items():
+        if key is not None and _finite(counts.get(key)) and counts[key] < _FEW:
+            out.append(f"**{site}**: only {counts[key]} {noun} in its test split; read its figure with its CI.")
+        if key == "n_pos" and _finite(counts.get("n")) and _finite(counts.get("n_pos")):
+            negatives = counts["n"] - counts["n_pos"]
+            if negatives < _FEW:
+                out.append(f"**{site}**: only {negatives} negatives in its test split; read its figure with its CI.")
+    for method in method_names(summary):
+        for site, row in (summary["methods"][method] or {}).get("per_site", {}).items():
+            if not _finite(row.get(headline)):
+                out.append(f"**{site}** ({method}): {metric_label(headline)} is n/a (undefined on its test split, "
+                           "e.g. a single class); it is left out of the mean over sites.")
+    return out
+
+
+def print_results(summary: dict, console: Console | None = None) -> None:
+    """Print the results table, the headline explanation and the run's warnings.
+
+    Args:
+        summary: the run summary.
+        console: where to print; a new stdout console when ``None``.
+    """
+    console = console or Console()
+    console.print(results_table(summary))
+    console.print(_explanation(summary), highlight=False)
+    for caveat in _caveats(summary):
+        console.print(Text("caveat: " + caveat.replace("**", ""), style="yellow"))
+    for warning in summary.get("warnings", []):
+        console.print(Text(f"warning: {warning}", style="bold red"))
+
+
+def _md_escape(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(_md_escape(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _results_markdown(summary: dict) -> list[str]:
+    rows = []
+    for row in _rows(summary):
+        if row.kind == "mean":
+            rows.append([row.method, f"**{row.label}**"] + [f"**{c}**" if c else c for c in row.cells])
+        elif row.kind == "pooled":
+            rows.append([row.method, f"_{row.label}_"] + [f"_{c}_" if c else c for c in row.cells])
+        else:
+            rows.append([row.method, row.label] + row.cells)
+    return _md_table(_headers(summary), rows)
+
+
+def _partition_markdown(summary: dict) -> list[str]:
+    rows = []
+    for site in [s for s in site_names(summary) if s in summary.get("partition", {})]:
+        part = summary["partition"][site]
+        labels = ", ".join(f"{k} {v}" for k, v in (part.get("labels") or {}).items()) or "-"
+        modalities = ", ".join(f"{k} {v}" for k, v in (part.get("modalities") or {}).items()) or "-"
+        rows.append([site] + [str(part.get(s, "-")) for s in ("train", "val", "test")] + [labels, modalities])
+    return _md_table(["site", "train", "val", "test", "labels", "modalities"], rows) if rows else ["(no partition recorded)"]
+
+
+def _link(run_dir: Path, path: Path | str, text: str) -> str:
+    target = Path(path) if Path(path).is_absolute() else run_dir / path
+    relative = Path(os.path.relpath(target, run_dir)).as_posix()
+    note = "" if target.exists() else " (not written)"
+    return f"- [{text}]({relative}){note}"
+
+
+def _atomic_text(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(run_dir: Path, summary: dict, plots: list[Path]) -> Path:
+    """Write ``run_dir/report.md``: what was run, the results, figures, files and caveats.
+
+    Args:
+        run_dir: the run folder; every link in the report is relative to it.
+        summary: the run summary.
+        plots: the figures to embed (paths inside ``run_dir``).
+
+    Returns:
+        The path of ``report.md``.
+    """
+    run_dir = Path(run_dir)
+    files = {"config": "config.yaml", "metrics": "metrics.csv", "summary": "summary.json", **summary.get("files", {})}
+    methods = method_names(summary)
+    seconds = ", ".join(
+        f"{m} {summary['methods'][m]['seconds']:.0f} s" for m in methods
+        if _finite((summary["methods"][m] or {}).get("seconds"))
+    )
+    lines = [f"# {summary.get('name', 'fedfusion run')}", ""]
+    if summary.get("description"):
+        lines += [summary["description"], ""]
+    lines += ["## What was run", ""]
+    lines += [
+        f"- dataset: {summary.get('dataset', '?')}; sites: {', '.join(site_names(summary)) or '?'}",
+        f"- task: {summary.get('task', '?')}" + (f" (classes: {', '.join(summary['classes'])})" if summary.get("classes") else ""),
+        f"- methods: {', '.join(methods) or 'none'}" + (f" (wall time: {seconds})" if seconds else ""),
+        f"- rounds: {summary.get('rounds', '?')}; local epochs per round: {summary.get('local_epochs', '?')}",
+        f"- privacy: {summary.get('privacy', '?')}",
+        f"- headline: {metric_label(summary['headline'], summary.get('higher_is_better', True))}, mean over sites",
+        "", "### Partition", "", *_partition_markdown(summary), "",
+    ]
+    lines += ["## Results (test split)", "", *_results_markdown(summary), "", _explanation(summary), ""]
+    caveats = _caveats(summary)
+    if caveats:
+        lines += ["### Per-site caveats", "", *(f"- {c}" for c in caveats), ""]
+    lines += ["## Figures", ""]
+    for plot in plots:
+        relative = Path(os.path.relpath(Path(plot), run_dir)).as_posix()
+        lines += [f"![{Path(plot).stem.replace('_', ' ')}]({relative})", ""]
+    lines += ["## Files", ""]
+    names = {"config": "resolved config", "metrics": "metrics per round (CSV)", "summary": "summary (JSON)",
+             "checkpoint": "checkpoint", "sites": "site manifests"}
+    lines += [_link(run_dir, path, names.get(key, key)) for key, path in files.items()] + [""]
+    warnings = summary.get("warnings", [])
+    if warnings:
+        lines += ["## Warnings", "", *(f"- **{w}**" for w in warnings), ""]
+    path = run_dir / "report.md"
+    _atomic_text("\n".join(lines), path)
+    return path
+
+
+def write_all(run_dir: Path, summary: dict) -> list[Path]:
+    """Read ``run_dir/metrics.csv``, write every figure into ``run_dir/plots/``, then ``report.md``.
+
+    Args:
+        run_dir: the run folder.
+        summary: the run summary.
+
+    Returns:
+        Every path written: the figures, then ``report.md``.
+    """
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "metrics.csv"
+    if metrics_path.exists() and metrics_path.stat().st_size > 0:
+        metrics = pd.read_csv(metrics_path, keep_default_na=False)  # a site called "NA" stays a name
+    else:
+        metrics = pd.DataFrame(columns=_METRICS_COLUMNS)  # no curves to draw, but still a report
+    out_dir = run_dir / "plots"
+    plots = [
+        *plot_learning_curves(metrics, summary, out_dir),
+        plot_site_results(summary, out_dir),
+        plot_partition(summary, out_dir),
+        plot_modalities(summary, out_dir),
+    ]
+    return [*plots, write_report(run_dir, summary, plots)]

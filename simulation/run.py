@@ -1,0 +1,181 @@
+"""Drive one simulation: sites from public data, the federation on Flower's simulation
+engine, pooled and local-only baselines with the same budget, and the run's outputs."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from client.data import SiteDataset, default_cache_dir, load_site_dataset
+from client.features import FeatureSpec
+from client.manifest import Manifest
+from client.train import resolve_device
+from fusion_models.model import ModelSpec, build_model
+from fusion_models.task import Task, make_task
+from server.checkpoint import load_checkpoint
+from simulation.baselines import train_local_only, train_pooled
+from simulation.config import SimulationConfig
+from simulation.evaluation import predict_sites, summarise_method
+from simulation.flower_runner import FederationError, run_federation
+from simulation.prepare import prepare_sites
+from simulation.report import print_results, write_all
+from simulation.results import MEAN_SITE, MetricsLog, atomic_write_text, federated_rows, json_safe
+
+__all__ = ["simulate", "APP_DIR", "TABLE_METRICS"]
+
+APP_DIR = Path(__file__).resolve().parents[1]  # holds pyproject.toml with [tool.flwr.app]
+TABLE_METRICS = {
+    "binary": ["auroc", "auprc", "balanced_accuracy", "f1", "ece"],
+    "multiclass": ["auroc", "balanced_accuracy", "f1", "accuracy", "ece"],
+    "regression": ["rmse", "mae", "r2"],
+    "survival": ["c_index"],
+}
+_ROUND = re.compile(r"\[ROUND (\d+)/(\d+)\]")
+
+
+def _partition_summary(manifests: list[Manifest], task: str) -> dict[str, Any]:
+    out = {}
+    for m in manifests:
+        table = m.table
+        splits = table["split"].fillna("train") if "split" in table.columns else None
+        entry: dict[str, Any] = {s: int((splits == s).sum()) if splits is not None else 0 for s in ("train", "val", "test")}
+        if task in ("binary", "multiclass"):
+            entry["labels"] = {str(k): int(v) for k, v in table["label"].value_counts().sort_index().items()}
+        elif task == "survival":
+            events = int(table["event"].astype(float).sum())
+            entry["labels"] = {"events": events, "censored": int(len(table) - events)}
+        entry["modalities"] = {
+            mod: int(len(table)) if mod == "tabular" else int(table[m.schema.modality_columns(mod)].notna().any(axis=1).sum())
+            for mod in m.schema.modalities
+        }
+        out[m.site] = entry
+    return out
+
+
+def _datasets(manifests: list[Manifest], spec: FeatureSpec) -> dict[str, dict[str, SiteDataset]]:
+    return {
+        split: {m.site: load_site_dataset(m, spec, split=split, cache_dir=default_cache_dir(m)) for m in manifests}
+        for split in ("train", "val", "test")
+    }
+
+
+def _run_federation(config: SimulationConfig, run_dir: Path, sites: int, console: Console) -> float:
+    start = time.monotonic()
+    run_config = {"run-dir": str(run_dir), "sites-dir": str(run_dir / "sites"), "config-json": config.run.to_json()}
+    with Progress(TextColumn("[bold]federated[/]"), BarColumn(), TextColumn("round {task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:  # fmt: skip
+        bar = progress.add_task("federated", total=config.run.rounds)
+
+        def on_line(line: str) -> None:
+            match = _ROUND.search(line)
+            if match:
+                progress.update(bar, completed=int(match.group(1)) - 1)
+
+        run_federation(app_dir=APP_DIR, run_dir=run_dir, run_config=run_config, num_sites=sites, on_line=on_line)
+        if not (run_dir / "federated" / "done.json").exists():
+            raise FederationError(f"the ServerApp did not finish; see {run_dir / 'logs' / 'flwr_run.log'}")
+        progress.update(bar, completed=config.run.rounds)
+    return time.monotonic() - start
+
+
+def _baseline(name: str, config: SimulationConfig, data, spec: ModelSpec, task: Task, log: MetricsLog,
+              device: torch.device, console: Console):  # fmt: skip
+    def on_round(server_round: int, site: str, metrics: dict[str, float]) -> None:
+        log.add(method=name, round=server_round, site=site, split="val", metrics=metrics)
+
+    start = time.monotonic()
+    with console.status(f"[bold]{name}[/] baseline: {config.run.rounds} x {config.run.train.epochs} epochs"):
+        trainer = train_pooled if name == "pooled" else train_local_only
+        trained = trainer(data["train"], data["val"], spec, task, config.run.train, rounds=config.run.rounds,
+                          seed=config.run.seed, device=device, on_round=on_round)  # fmt: skip
+    model_for = (lambda site: trained) if name == "pooled" else (lambda site: trained[site])
+    return model_for, time.monotonic() - start
+
+
+def simulate(config: SimulationConfig, run_dir: Path, console: Console | None = None) -> dict[str, Any]:
+    """Run everything for one config and write the run folder; returns the summary."""
+    console = console or Console()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.resolved, sort_keys=False))
+    warnings: list[str] = []
+    if config.privacy == "none":
+        warnings.append("No differential privacy (privacy=none): each site's updates leave it unprotected.")
+        console.print(f"[bold yellow]WARNING[/] {warnings[-1]}")
+
+    table, manifests = prepare_sites(config, run_dir)
+    task_name = manifests[0].task
+    console.print(f"[bold]{config.dataset}[/]: {table.description}")
+    console.print(f"task [bold]{task_name}[/]{' (inferred from the label column)' if config.run.task == 'auto' else ''}; "
+                  f"{len(manifests)} sites: {', '.join(m.site for m in manifests)}")  # fmt: skip
+    for m in manifests:
+        for warning in m.warnings:
+            warnings.append(f"site {m.site}: {warning}")
+            console.print(f"[yellow]warning[/] site {m.site}: {warning}")
+    if config.run.num_sites != len(manifests):
+        config = _with_sites(config, len(manifests))
+
+    seconds = {"federated": _run_federation(config, run_dir, len(manifests), console)}
+    checkpoint = load_checkpoint(run_dir / "federated" / "global.pt")
+    features = FeatureSpec.from_json(checkpoint["feature_spec"])
+    spec = ModelSpec.from_dict(checkpoint["model_spec"])
+    task = make_task(features.task, num_classes=max(2, len(features.classes)))
+    device = resolve_device(config.run.device)
+    global_model = build_model(spec)
+    global_model.load_state_dict(checkpoint["state_dict"])
+    data = _datasets(manifests, features)
+
+    log = MetricsLog()
+    federated_rows(run_dir / "federated" / "site_metrics.jsonl", log)
+    metrics = TABLE_METRICS[task.name]
+    methods: dict[str, Any] = {}
+    models = {"federated": lambda site: global_model}
+    for name in config.baselines:
+        models[name], seconds[name] = _baseline(name, config, data, spec, task, log, device, console)
+    for name, model_for in models.items():
+        predictions = predict_sites(model_for, data["test"], task, device=device)
+        methods[name] = summarise_method(predictions, task, metrics=metrics, n_boot=config.bootstrap, seed=config.run.seed)
+        methods[name]["seconds"] = round(seconds[name], 1)
+        log.add_summary(name, config.run.rounds, methods[name])
+    _add_round_means(log)
+    log.save(run_dir / "metrics.csv")
+
+    summary = {
+        "name": config.name, "dataset": config.dataset, "description": table.description, "task": task.name,
+        "headline": task.headline, "higher_is_better": task.higher_is_better, "classes": features.classes,
+        "rounds": config.run.rounds, "local_epochs": config.run.train.epochs, "privacy": config.privacy,
+        "partition": _partition_summary(manifests, task.name), "sites": [m.site for m in manifests],
+        "metrics": metrics, "methods": methods, "warnings": warnings,
+        "files": {"config": "config.yaml", "metrics": "metrics.csv", "summary": "summary.json",
+                  "checkpoint": "federated/global.pt", "sites": "sites/", "logs": "logs/"},
+    }  # fmt: skip
+    atomic_write_text(run_dir / "summary.json", json.dumps(json_safe(summary), indent=2))
+    write_all(run_dir, summary)
+    print_results(summary, console)
+    console.print(f"outputs: [bold]{run_dir}[/] (report.md, metrics.csv, summary.json, plots/)")
+    return summary
+
+
+def _add_round_means(log: MetricsLog) -> None:
+    """Mean over sites of every per-round validation figure, for the learning curves."""
+    frame = log.frame()
+    val = frame[(frame["split"] == "val") & (frame["site"] != MEAN_SITE)]
+    for (method, server_round, metric), group in val.groupby(["method", "round", "metric"]):
+        values = group["value"].to_numpy(dtype=float)
+        if np.isfinite(values).any():
+            log.add(method=method, round=int(server_round), site=MEAN_SITE, split="val",
+                    metrics={metric: float(np.nanmean(values))})  # fmt: skip
+
+
+def _with_sites(config: SimulationConfig, sites: int) -> SimulationConfig:
+    from dataclasses import replace
+
+    return replace(config, run=replace(config.run, num_sites=sites))

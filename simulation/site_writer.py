@@ -1,0 +1,150 @@
+"""Virtual sites written as the manifests a real site would hold: ``<site>.csv`` per site
+plus one ``schema.yaml``, so simulation and deployment read data with the same client code."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from client.schema import FILE_ROLES
+from simulation.datasets.base import SampleTable
+from simulation.partitioners.base import Partition
+from simulation.splits import split_site, site_seed
+
+__all__ = ["assign_splits", "write_sites", "site_columns"]
+
+_LEADING = ("sample_id", "label", "time", "event", "group_id", "split")
+
+
+def site_columns(table: SampleTable) -> list[str]:
+    """Columns that are not written: the natural-site column and every ``ignore`` column."""
+    dropped = set(table.schema.columns_with("ignore"))
+    if table.site_column is not None:
+        dropped.add(table.site_column)
+    return [c for c in table.table.columns if c in dropped]
+
+
+def assign_splits(
+    table: SampleTable, partition: Partition, *, seed: int, val_fraction: float = 0.15, test_fraction: float = 0.2
+) -> np.ndarray:
+    """Split every site's rows with :func:`split_site`, seeded per site from ``(seed, site)``.
+
+    Args:
+        table: the sample table.
+        partition: the site of each row.
+        seed: the run seed; each site gets ``site_seed(seed, site)``.
+        val_fraction: target share of each site's rows in val.
+        test_fraction: target share of each site's rows in test.
+
+    Returns:
+        [N] object array of ``"train"`` / ``"val"`` / ``"test"``.
+    """
+    if partition.site.shape != (len(table),):
+        raise ValueError(f"the partition has {partition.site.shape[0]} rows, the table {len(table)}")
+    label_column = "label" if "label" in table.table.columns else "event"
+    split = np.empty(len(table), dtype=object)
+    for site in partition.sites:
+        rows = np.flatnonzero(partition.site == site)
+        split[rows] = split_site(
+            table.table.iloc[rows], seed=site_seed(seed, site), val_fraction=val_fraction,
+            test_fraction=test_fraction, label_column=label_column,
+        )
+    return split
+
+
+def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            frame.to_csv(fh, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _blank(column: pd.Series, rows: np.ndarray) -> pd.Series:
+    """``column`` with ``rows`` emptied: NaN for numbers, None otherwise."""
+    column = column.copy()
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        column = column.astype(float)
+        column[rows] = np.nan
+    else:
+        column = column.astype(object)
+        column[rows] = None
+    return column
+
+
+def write_sites(table: SampleTable, partition: Partition, split: np.ndarray, out_dir: str | Path) -> list[Path]:
+    """Write ``out_dir/<site>.csv`` for every site and ``out_dir/schema.yaml``.
+
+    Each manifest has ``sample_id`` first, then label/time/event, group_id, split, then the
+    features in table order; natural-site and ``ignore`` columns are left out; image/series
+    paths are relative to ``out_dir``; each modality in ``partition.drop`` is blanked in the
+    rows marked. Every file is written to a temp file and moved into place.
+
+    Args:
+        table: the sample table.
+        partition: the site of each row and the modalities dropped.
+        split: [N] ``"train"`` / ``"val"`` / ``"test"`` per row (see ``assign_splits``).
+        out_dir: the folder to write (created); it must not hold other sites' CSVs.
+
+    Returns:
+        The manifest paths, in site order (``schema.yaml`` is written beside them).
+    """
+    n = len(table)
+    split = np.asarray(split, dtype=object)
+    if partition.site.shape != (n,) or split.shape != (n,):
+        raise ValueError(f"table has {n} rows, partition {partition.site.shape[0]}, split {split.shape[0]}; they must match")
+    bad = sorted({str(s) for s in split} - {"train", "val", "test"})
+    if bad:
+        raise ValueError(f"split values must be train/val/test, found {bad}")
+    for modality in partition.drop:
+        if modality not in table.schema.modalities:
+            raise ValueError(f"the partition drops modality {modality!r}, which dataset {table.name!r} lacks "
+                             f"(it has {table.schema.modalities})")
+    out = Path(out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    sites = partition.sites
+    stale = sorted(p.name for p in out.glob("*.csv") if p.stem not in sites)
+    if stale:
+        raise FileExistsError(f"{str(out)!r} already holds manifests of other sites ({stale[:5]}); they would join "
+                              "the federation: write to an empty folder")
+
+    skip = set(site_columns(table))
+    frame = table.table.drop(columns=[c for c in skip] + (["split"] if "split" in table.table.columns else []))
+    frame = frame.reset_index(drop=True)
+    frame.insert(0, "split", pd.Series(split, dtype=object))
+    order = [c for c in _LEADING if c in frame.columns] + [c for c in frame.columns if c not in _LEADING]
+    frame = frame[order]
+    for modality, mask in partition.drop.items():
+        rows = np.flatnonzero(mask)
+        for col in table.schema.modality_columns(modality):
+            frame[col] = _blank(frame[col], rows)
+    for col in table.schema.columns_with(*FILE_ROLES):
+        if col in frame.columns:
+            frame[col] = pd.Series(
+                [None if p is None or (isinstance(p, float) and np.isnan(p)) else os.path.relpath(str(p), out)
+                 for p in frame[col]],
+                dtype=object,
+            )
+
+    columns = {c: ("split" if c == "split" else table.schema.columns[c]) for c in frame.columns}
+    schema = dataclasses.replace(
+        table.schema,
+        columns=columns,
+        categories={c: v for c, v in table.schema.categories.items() if c in columns},
+        shapes={c: v for c, v in table.schema.shapes.items() if c in columns},
+    )
+    paths = []
+    for site in sites:
+        path = out / f"{site}.csv"
+        _atomic_csv(frame[partition.site == site], path)
+        paths.append(path)
+    schema.save(out / "schema.yaml")
+    return paths
