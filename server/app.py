@@ -18,7 +18,7 @@ from fusion_models.model import build_model
 from server.checkpoint import save_checkpoint
 from server.model_setup import make_model_spec
 from server.settings import RunSettings
-from server.strategy import ModalityAwareFedAvg
+from server.strategy import STRATEGIES
 
 __all__ = ["app", "STATISTICS_QUERY", "agree_on_schema"]
 
@@ -107,7 +107,7 @@ def main(grid: Grid, context: Context) -> None:
         (federated_dir / "progress.json").write_text(json.dumps({"round": server_round, "rounds": settings.rounds}))
         return None
 
-    strategy = ModalityAwareFedAvg(
+    strategy = STRATEGIES.get(settings.strategy.name)(
         on_site_metrics=record_site,
         fraction_train=settings.strategy.fraction_train,
         fraction_evaluate=settings.strategy.fraction_evaluate,

@@ -69,6 +69,8 @@ class RunSettings:
         settings = _build(cls, data, "run settings")
         if settings.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {settings.rounds}")
+        if settings.strategy.name == "fedprox" and settings.strategy.proximal_mu <= 0:
+            raise ValueError("strategy=fedprox needs strategy.proximal_mu > 0 (0 is plain FedAvg)")
         return settings
 
     @classmethod

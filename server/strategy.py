@@ -18,12 +18,18 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fusion_models.model import module_of
+from fusion_models.registry import Registry
 
-__all__ = ["ModalityAwareFedAvg", "aggregate_modules", "REPLY_SITE_KEY"]
+__all__ = ["ModalityAwareFedAvg", "aggregate_modules", "REPLY_SITE_KEY", "STRATEGIES"]
 
 REPLY_SITE_KEY = "site"  # ConfigRecord in every reply: {"name": site name}
 
+#: Strategy name -> class; chosen by ``configs/strategy/<name>.yaml``.
+STRATEGIES: Registry = Registry("strategy")
 
+
+@STRATEGIES.register("fedavg")
+@STRATEGIES.register("fedprox")  # FedProx aggregates like FedAvg; its proximal term runs at the sites
 class ModalityAwareFedAvg(FedAvg):
     """FedAvg whose weights are per module: ``num-examples.<module>`` in each reply's metrics.
 

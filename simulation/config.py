@@ -29,6 +29,7 @@ class SimulationConfig:
     baselines: tuple[str, ...]
     bootstrap: int
     privacy: str
+    max_samples: int | None
     run: RunSettings
     resolved: dict[str, Any] = field(repr=False, default_factory=dict)
 
@@ -73,6 +74,7 @@ class SimulationConfig:
             baselines=baselines,
             bootstrap=int(resolved["bootstrap"]),
             privacy=str(privacy["name"]),
+            max_samples=None if resolved.get("max_samples") is None else int(resolved["max_samples"]),
             run=run,
             resolved=resolved,
         )

@@ -106,7 +106,7 @@ def _clean_metrics(metrics: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"metrics.csv lacks the column(s) {sorted(missing)}; expected {sorted(needed)}")
     frame = metrics.copy()
     frame["round"] = pd.to_numeric(frame["round"], errors="coerce")
-    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce").replace([np.inf, -np.inf], np.nan)
     frame["site"] = frame["site"].astype(str)
     return frame.dropna(subset=["round"])
 

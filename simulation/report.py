@@ -97,12 +97,13 @@ def _rows(summary: dict) -> list[_Row]:
     """Per method: each site, then the mean over sites, then the pooled test, formatted."""
     headline, metrics, key = summary["headline"], _metrics(summary), _count_key(summary)
     counts = _test_counts(summary)
-    n_sites = len(site_names(summary))
+    sites = site_names(summary)
+    n_sites = len(sites)
     rows = []
     for method in method_names(summary):
         result = summary["methods"][method] or {}
         per_site = result.get("per_site", {})
-        for site in [s for s in site_names(summary) if s in per_site] + [s for s in per_site if s not in site_names(summary)]:
+        for site in [s for s in sites if s in per_site] + [s for s in per_site if s not in sites]:
             row = per_site[site]
             cells = [_fmt(row.get(m), row.get(f"{m}_ci") if m == headline else None) for m in metrics]
             rows.append(_Row(method, site, "site", cells + [_n_cell(counts.get(site, {}), key)]))
@@ -195,7 +196,7 @@ def _caveats(summary: dict) -> list[str]:
         for site, row in (summary["methods"][method] or {}).get("per_site", {}).items():
             if not _finite(row.get(headline)):
                 out.append(f"**{site}** ({method}): {metric_label(headline)} is n/a (undefined on its test split, "
-                           "e.g. a single class); it is left out of the mean over sites.")
+                           "e.g. one class only or no events); it is left out of the mean over sites.")
     return out
 
 
@@ -244,7 +245,9 @@ def _partition_markdown(summary: dict) -> list[str]:
         labels = ", ".join(f"{k} {v}" for k, v in (part.get("labels") or {}).items()) or "-"
         modalities = ", ".join(f"{k} {v}" for k, v in (part.get("modalities") or {}).items()) or "-"
         rows.append([site] + [str(part.get(s, "-")) for s in ("train", "val", "test")] + [labels, modalities])
-    return _md_table(["site", "train", "val", "test", "labels", "modalities"], rows) if rows else ["(no partition recorded)"]
+    if not rows:
+        return ["(no partition recorded)"]
+    return _md_table(["site", "train", "val", "test", "labels", "modalities"], rows)
 
 
 def _link(run_dir: Path, path: Path | str, text: str) -> str:
@@ -280,6 +283,7 @@ def write_report(run_dir: Path, summary: dict, plots: list[Path]) -> Path:
     run_dir = Path(run_dir)
     files = {"config": "config.yaml", "metrics": "metrics.csv", "summary": "summary.json", **summary.get("files", {})}
     methods = method_names(summary)
+    classes = [str(c) for c in summary.get("classes") or []]
     seconds = ", ".join(
         f"{m} {summary['methods'][m]['seconds']:.0f} s" for m in methods
         if _finite((summary["methods"][m] or {}).get("seconds"))
@@ -290,7 +294,7 @@ def write_report(run_dir: Path, summary: dict, plots: list[Path]) -> Path:
     lines += ["## What was run", ""]
     lines += [
         f"- dataset: {summary.get('dataset', '?')}; sites: {', '.join(site_names(summary)) or '?'}",
-        f"- task: {summary.get('task', '?')}" + (f" (classes: {', '.join(summary['classes'])})" if summary.get("classes") else ""),
+        f"- task: {summary.get('task', '?')}" + (f" (classes: {', '.join(classes)})" if classes else ""),
         f"- methods: {', '.join(methods) or 'none'}" + (f" (wall time: {seconds})" if seconds else ""),
         f"- rounds: {summary.get('rounds', '?')}; local epochs per round: {summary.get('local_epochs', '?')}",
         f"- privacy: {summary.get('privacy', '?')}",

@@ -69,8 +69,10 @@ def _survival_summary() -> dict:
         "name": "toy_survival", "task": "survival", "headline": "c_index", "higher_is_better": True,
         "rounds": 3, "local_epochs": 0.5, "privacy": "dp", "dataset": "toy", "sites": ["north", "south"],
         "metrics": ["c_index", "mae"],
-        "methods": {"federated": {"per_site": per_site, "site_mean": {"c_index": 0.68, "mae": 11.0},
-                                  "site_mean_n": {"c_index": 1, "mae": 2}, "pooled_test": {"c_index": 0.7, "mae": 11.5}}},
+        "methods": {"federated": {
+            "per_site": per_site, "site_mean": {"c_index": 0.68, "mae": 11.0},
+            "site_mean_n": {"c_index": 1, "mae": 2}, "pooled_test": {"c_index": 0.7, "mae": 11.5},
+        }},
         "partition": {"north": {"train": 200, "val": 40, "test": 80, "labels": {"events": 120, "censored": 200},
                                 "modalities": {"tabular": 320, "omics": 100}},
                       "south": {"train": 100, "val": 20, "test": 40, "labels": {"events": 20, "censored": 140},

@@ -1,0 +1,103 @@
+"""End to end: the real `fedfusion simulate` command, a real Flower SuperLink and simulation
+engine, real files. Every process the run starts must be gone when it ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import write_image_sites
+
+pytestmark = pytest.mark.slow
+FEDFUSION = [sys.executable, "-m", "simulation.cli"]
+REPO = Path(__file__).resolve().parents[2]
+OUTPUT_FILES = [
+    "config.yaml", "metrics.csv", "summary.json", "report.md", "federated/global.pt", "sites/schema.yaml",
+    "plots/learning_curves.png", "plots/learning_curves_per_site.png", "plots/partition.png",
+    "plots/modalities.png", "plots/site_results.png",
+]  # fmt: skip
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _simulate(run_dir: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    marker = f"FEDFUSION_TEST_RUN={uuid.uuid4().hex}"
+    env = dict(os.environ, FEDFUSION_TEST_RUN=marker.split("=", 1)[1])
+    result = subprocess.run(
+        [*FEDFUSION, "simulate", *overrides, f"hydra.run.dir={run_dir}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    leftovers = _processes_with(marker)
+    for pid in leftovers:  # clean up before failing, so one failure does not leak into others
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    assert not leftovers, f"processes left running after the run: {leftovers}"
+    return result
+
+
+def _check_outputs(run_dir: Path, result: subprocess.CompletedProcess) -> dict:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for name in OUTPUT_FILES:
+        assert (run_dir / name).is_file(), f"{name} was not written"
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert list(metrics.columns[:6]) == ["method", "round", "site", "split", "metric", "value"]
+    assert {"federated", "pooled", "local"} <= set(metrics["method"])
+    report = (run_dir / "report.md").read_text()
+    assert "mean over sites" in report and "pooled test" in report
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def test_bundled_ham10000_beats_chance_and_writes_every_output(tmp_path):
+    run_dir = tmp_path / "run"
+    result = _simulate(run_dir, "max_samples=3000", "rounds=3", "bootstrap=50")
+    summary = _check_outputs(run_dir, result)
+    assert summary["task"] == "binary" and len(summary["sites"]) == 4
+    for method in ("federated", "pooled", "local"):
+        assert summary["methods"][method]["site_mean"]["auroc"] > 0.6, (method, summary["methods"][method]["site_mean"])
+    assert "mean over sites" in result.stdout
+
+
+def test_hand_written_manifests(tmp_path):
+    sites = tmp_path / "hospital_sites"
+    write_image_sites(sites, sites={"north": 80, "south": 60, "east": 50}, missing_image_every=6)
+    run_dir = tmp_path / "run"
+    result = _simulate(run_dir, "data=manifests", f"data.dir={sites}", "rounds=3", "train.batch_size=16", "bootstrap=50")
+    summary = _check_outputs(run_dir, result)
+    assert summary["sites"] == ["east", "north", "south"]
+    assert summary["methods"]["federated"]["site_mean"]["auroc"] > 0.75  # brightness carries the label
+    assert "inferred" in result.stdout
+
+
+def test_bad_manifest_stops_before_training_without_a_traceback(tmp_path):
+    sites = tmp_path / "sites"
+    write_image_sites(sites, sites={"north": 10, "south": 10})
+    frame = pd.read_csv(sites / "south.csv", dtype=str, keep_default_na=False)
+    frame.loc[3, "age"] = "forty"
+    frame.to_csv(sites / "south.csv", index=False)
+    (sites / frame.loc[5, "image"]).unlink()
+    result = _simulate(tmp_path / "run", "data=manifests", f"data.dir={sites}")
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    assert "south.csv, row 5, column 'age'" in output and "forty" in output
+    assert "south.csv, row 7, column 'image'" in output
+    assert not (tmp_path / "run" / "federated").exists()
