@@ -71,8 +71,14 @@ def _collect_statistics(grid: Grid, nodes: list[int]) -> list[dict]:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run the federation described by the run config's ``config-json``."""
-    settings = RunSettings.from_json(str(context.run_config["config-json"]))
-    run_dir = Path(str(context.run_config["run-dir"]))
+    text = str(context.run_config.get("config-json", ""))
+    if text:
+        settings = RunSettings.from_json(text)
+    else:  # plain `flwr run .`: the defaults of configs/config.yaml
+        from simulation.config import default_run_settings
+
+        settings = default_run_settings()
+    run_dir = Path(str(context.run_config.get("run-dir", "")) or f"outputs/flwr-run-{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     federated_dir = run_dir / "federated"
     federated_dir.mkdir(parents=True, exist_ok=True)
 

@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from server.settings import RunSettings
 
-__all__ = ["SimulationConfig", "BASELINES"]
+__all__ = ["SimulationConfig", "BASELINES", "default_run_settings"]
 
 BASELINES = ("pooled", "local")
 
@@ -78,3 +78,15 @@ class SimulationConfig:
             run=run,
             resolved=resolved,
         )
+
+
+def default_run_settings(overrides: list[str] | None = None) -> RunSettings:
+    """Run settings of ``configs/config.yaml`` (plus Hydra ``overrides``), for ``flwr run .``
+    without fedfusion's driver: the YAML stays the one source of defaults."""
+    from hydra import compose, initialize_config_dir
+
+    from simulation.cli import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides or []))
+    return SimulationConfig.from_cfg(cfg).run

@@ -55,15 +55,13 @@ def _simulate(run_dir: Path, *overrides: str, timeout: int = 600) -> subprocess.
 
 
 def _check_outputs(run_dir: Path, result: subprocess.CompletedProcess) -> dict:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for name in OUTPUT_FILES:
-        assert (run_dir / name).is_file(), f"{name} was not written"
+    summary = _check_outputs_partial(run_dir, result)
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert list(metrics.columns[:6]) == ["method", "round", "site", "split", "metric", "value"]
     assert {"federated", "pooled", "local"} <= set(metrics["method"])
     report = (run_dir / "report.md").read_text()
     assert "mean over sites" in report and "pooled test" in report
-    return json.loads((run_dir / "summary.json").read_text())
+    return summary
 
 
 def test_bundled_ham10000_beats_chance_and_writes_every_output(tmp_path):
@@ -101,3 +99,19 @@ def test_bad_manifest_stops_before_training_without_a_traceback(tmp_path):
     assert "south.csv, row 5, column 'age'" in output and "forty" in output
     assert "south.csv, row 7, column 'image'" in output
     assert not (tmp_path / "run" / "federated").exists()
+
+
+def test_survival_on_tabular_only_tcga_brca(tmp_path):
+    run_dir = tmp_path / "run"
+    result = _simulate(run_dir, "data=tcga_brca", "rounds=2", "baselines=[pooled]", "bootstrap=50")
+    summary = _check_outputs_partial(run_dir, result)
+    assert summary["task"] == "survival" and summary["headline"] == "c_index"
+    assert len(summary["sites"]) == 6
+    assert 0.0 <= summary["methods"]["federated"]["pooled_test"]["c_index"] <= 1.0
+
+
+def _check_outputs_partial(run_dir: Path, result: subprocess.CompletedProcess) -> dict:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for name in OUTPUT_FILES:
+        assert (run_dir / name).is_file(), f"{name} was not written"
+    return json.loads((run_dir / "summary.json").read_text())
