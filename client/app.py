@@ -104,7 +104,7 @@ def train(msg: Message, context: Context) -> Message:
         device=resolve_device(str(config["device"])),
     )
     counts = dataset.presence_counts()
-    trained = {f"encoders.{m}" for m, n in counts.items() if n > 0} | {"fusion"}
+    trained = {f"encoders.{m}" for m, n in counts.items() if n > 0 and m in model.used_modalities} | {"fusion"}
     state = {k: v.cpu() for k, v in model.state_dict().items() if module_of(k) in trained}
     metrics = {"num-examples": len(dataset), "train-loss": result["loss"], "train-samples": result["samples"]}
     metrics.update({f"num-examples.encoders.{m}": n for m, n in counts.items()})

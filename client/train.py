@@ -79,7 +79,10 @@ def train_local(
         for batch in loader:
             batch = _to(batch, device)
             optimizer.zero_grad(set_to_none=True)
-            loss = task.loss(model(batch), batch["label"])
+            outputs = model(batch)
+            loss = task.loss(outputs, batch["label"])
+            if hasattr(model, "auxiliary_loss"):
+                loss = loss + model.auxiliary_loss(outputs, batch["label"])
             if anchor is not None:
                 drift = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
                 loss = loss + 0.5 * settings.proximal_mu * drift

@@ -78,14 +78,48 @@ class MultimodalModel(nn.Module):
             modalities=self.modalities, feature_dim=spec.feature_dim, out_dim=spec.out_dim, **options
         )
         self.modality_dropout = spec.modality_dropout
+        # A head may use a subset (single-modality baselines): the other encoders are frozen
+        # and skipped, so they neither train nor cost time.
+        used = getattr(self.fusion, "used_modalities", None)
+        self.used_modalities = list(used) if used is not None else list(self.modalities)
+        for modality in self.modalities:
+            if modality not in self.used_modalities:
+                self.encoders[modality].requires_grad_(False)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Map a batch ``{"image": T, ..., "present": bool[B, M]}`` to outputs [B, out_dim]."""
         present = batch["present"].bool()
         if self.training and self.modality_dropout > 0:
             present = self._drop_modalities(present)
-        features = {m: self.encoders[m](batch[m]) for m in self.modalities}
+        features = {}
+        for modality in self.used_modalities:
+            encoder = self.encoders[modality]
+            # Early fusion (FiLM, hypernetworks): an encoder may be conditioned on another
+            # modality's raw input, e.g. the image network on the tabular record.
+            condition = getattr(encoder, "conditioned_on", None)
+            if condition is not None:
+                features[modality] = encoder(batch[modality], condition=batch[condition])
+            else:
+                features[modality] = encoder(batch[modality])
         return self.fusion(features, present)
+
+    def auxiliary_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Sum of the extra training losses of submodules (sparsity, modularity, confidence
+        regression) from the last forward pass; 0 when no module has one."""
+        total = outputs.new_zeros(())
+        for module in self.modules():
+            if module is not self and hasattr(module, "auxiliary_loss"):
+                total = total + module.auxiliary_loss(outputs, target)
+        return total
+
+    def explanations(self) -> dict[str, torch.Tensor]:
+        """Per-sample explanations of the last forward pass (attention weights, gates,
+        modality weights ...), keyed ``<module>.<name>``; each tensor starts with [B]."""
+        found: dict[str, torch.Tensor] = {}
+        for name, module in self.named_modules():
+            for key, value in (getattr(module, "last_explanations", None) or {}).items():
+                found[f"{name}.{key}" if name else key] = value
+        return found
 
     def _drop_modalities(self, present: torch.Tensor) -> torch.Tensor:
         dropped = present & (torch.rand(present.shape, device=present.device) < self.modality_dropout)

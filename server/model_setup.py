@@ -24,17 +24,33 @@ def _inputs(modality: str, features: FeatureSpec) -> dict[str, int]:
 
 
 def make_model_spec(features: FeatureSpec, settings: ModelSettings) -> ModelSpec:
-    """Model spec for ``features.modalities`` with the configured (or default) encoders."""
+    """Model spec for ``features.modalities`` with the configured (or default) encoders.
+
+    A fusion config may carry ``encoders: {modality: {...}}``: early-fusion methods (FiLM,
+    HyperFusion) replace the image encoder with one conditioned on another modality, which
+    then gets ``condition_features`` (that modality's input width) as an argument.
+    """
+    fusion = dict(settings.fusion)
+    overrides = fusion.pop("encoders", None) or {}
+    inputs = {m: _inputs(m, features) for m in features.modalities}
     encoders = {}
     for modality in features.modalities:
-        options = dict(settings.encoders.get(modality) or {})
+        options = dict(overrides.get(modality) or settings.encoders.get(modality) or {})
         options.setdefault("name", DEFAULT_ENCODERS[modality])
+        condition = options.get("conditioned_on")
+        if condition is not None:
+            if condition not in inputs:
+                raise ValueError(
+                    f"encoder {options['name']!r} of {modality} is conditioned on {condition!r}, "
+                    f"which this data lacks (modalities: {features.modalities})"
+                )
+            options["condition_features"] = inputs[condition]["in_features"]
         encoders[modality] = options
     task = make_task(features.task, num_classes=max(2, len(features.classes)))
     return ModelSpec(
-        modalities={m: _inputs(m, features) for m in features.modalities},
+        modalities=inputs,
         encoders=encoders,
-        fusion=dict(settings.fusion),
+        fusion=fusion,
         feature_dim=settings.feature_dim,
         out_dim=task.output_dim,
         modality_dropout=settings.modality_dropout,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -106,19 +107,25 @@ def simulate(config: SimulationConfig, run_dir: Path, console: Console | None = 
     console = console or Console()
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.resolved, sort_keys=False))
-    warnings: list[str] = []
+    warnings_list: list[str] = []
     if config.privacy == "none":
-        warnings.append("No differential privacy (privacy=none): each site's updates leave it unprotected.")
-        console.print(f"[bold yellow]WARNING[/] {warnings[-1]}")
+        warnings_list.append("No differential privacy (privacy=none): each site's updates leave it unprotected.")
+        console.print(f"[bold yellow]WARNING[/] {warnings_list[-1]}")
 
-    table, manifests = prepare_sites(config, run_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table, manifests = prepare_sites(config, run_dir)
+    for caught_warning in caught:
+        text = f"data: {caught_warning.message}"
+        warnings_list.append(text)
+        console.print(f"[yellow]warning[/] {text}")
     task_name = manifests[0].task
     console.print(f"[bold]{config.dataset}[/]: {table.description}")
     console.print(f"task [bold]{task_name}[/]{' (inferred from the label column)' if config.run.task == 'auto' else ''}; "
                   f"{len(manifests)} sites: {', '.join(m.site for m in manifests)}")  # fmt: skip
     for m in manifests:
         for warning in m.warnings:
-            warnings.append(f"site {m.site}: {warning}")
+            warnings_list.append(f"site {m.site}: {warning}")
             console.print(f"[yellow]warning[/] site {m.site}: {warning}")
     if config.run.num_sites != len(manifests):
         config = _with_sites(config, len(manifests))
@@ -153,7 +160,7 @@ def simulate(config: SimulationConfig, run_dir: Path, console: Console | None = 
         "headline": task.headline, "higher_is_better": task.higher_is_better, "classes": features.classes,
         "rounds": config.run.rounds, "local_epochs": config.run.train.epochs, "privacy": config.privacy,
         "partition": _partition_summary(manifests, task.name), "sites": [m.site for m in manifests],
-        "metrics": metrics, "methods": methods, "warnings": warnings,
+        "metrics": metrics, "methods": methods, "warnings": warnings_list,
         "files": {"config": "config.yaml", "metrics": "metrics.csv", "summary": "summary.json",
                   "checkpoint": "federated/global.pt", "sites": "sites/", "logs": "logs/"},
     }  # fmt: skip
