@@ -12,14 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from client.manifest_checks import (
-    Problem,
-    check_columns,
-    check_files,
-    check_values,
-    parse_csv,
-    site_warnings,
-)
+from client.manifest_checks import Problem, check_columns, check_files, check_values, parse_csv, site_warnings
 from client.schema import FILE_ROLES, TASKS, Schema, SchemaError, infer_schema, infer_task
 
 __all__ = ["Problem", "ManifestError", "Manifest", "read_manifest", "read_manifest_folder", "SCHEMA_FILE"]

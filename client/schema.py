@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -14,6 +12,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 import yaml
+
+from client.atomic_io import atomic_write_text
 
 __all__ = [
     "ROLES",
@@ -215,15 +215,7 @@ class Schema:
     def save(self, path: str | Path) -> None:
         """Write the schema as YAML, atomically (a temp file in the same folder, then ``os.replace``)."""
         path = Path(path)
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
 
     @classmethod
     def load(cls, path: str | Path) -> Schema:

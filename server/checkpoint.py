@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from client.atomic_io import atomic_open
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_KEYS"]
 
@@ -36,16 +36,8 @@ def save_checkpoint(
         "settings": settings,
         "format_version": _FORMAT_VERSION,
     }
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb", fsync=True) as f:
+        torch.save(payload, f)
     return path
 
 

@@ -8,8 +8,6 @@ confidence intervals and missing rounds: an empty panel says so instead of faili
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from client.atomic_io import atomic_open  # noqa: E402
 
 __all__ = [
     "METHOD_ORDER",
@@ -78,15 +78,9 @@ def _finite(value: object) -> bool:
 
 def _save(fig: plt.Figure, path: Path) -> Path:
     """Save ``fig`` as PNG through a temporary file and ``os.replace``, then close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=_DPI, format="png", bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_open(path, "wb") as f:
+            fig.savefig(f, dpi=_DPI, format="png", bbox_inches="tight")
     finally:
         plt.close(fig)
     return path

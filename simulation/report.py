@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from client.atomic_io import atomic_write_text
 from simulation.plots import (
     method_names,
     metric_label,
@@ -257,18 +257,6 @@ def _link(run_dir: Path, path: Path | str, text: str) -> str:
     return f"- [{text}]({relative}){note}"
 
 
-def _atomic_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(run_dir: Path, summary: dict, plots: list[Path]) -> Path:
     """Write ``run_dir/report.md``: what was run, the results, figures, files and caveats.
 
@@ -317,7 +305,7 @@ def write_report(run_dir: Path, summary: dict, plots: list[Path]) -> Path:
     if warnings:
         lines += ["## Warnings", "", *(f"- **{w}**" for w in warnings), ""]
     path = run_dir / "report.md"
-    _atomic_text("\n".join(lines), path)
+    atomic_write_text(path, "\n".join(lines))
     return path
 
 

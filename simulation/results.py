@@ -4,28 +4,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from client.atomic_io import atomic_write_text
 
 __all__ = ["MetricsLog", "atomic_write_text", "federated_rows", "json_safe", "METRIC_COLUMNS", "MEAN_SITE", "POOLED_SITE"]
 
 METRIC_COLUMNS = ["method", "round", "site", "split", "metric", "value"]
 MEAN_SITE = "__mean__"
 POOLED_SITE = "__pooled__"
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
 
 
 class MetricsLog:

@@ -16,6 +16,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from client.atomic_io import atomic_write_text
 from client.data import SiteDataset, default_cache_dir, load_site_dataset
 from client.features import FeatureSpec
 from client.manifest import Manifest
@@ -29,7 +30,7 @@ from simulation.evaluation import predict_sites, summarise_method
 from simulation.flower_runner import FederationError, run_federation
 from simulation.prepare import prepare_sites
 from simulation.report import print_results, write_all
-from simulation.results import MEAN_SITE, MetricsLog, atomic_write_text, federated_rows, json_safe
+from simulation.results import MEAN_SITE, MetricsLog, federated_rows, json_safe
 
 __all__ = ["simulate", "APP_DIR", "TABLE_METRICS"]
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from client.atomic_io import atomic_open
 from client.schema import FILE_ROLES
 from simulation.datasets.base import SampleTable
 from simulation.partitioners.base import Partition
-from simulation.splits import split_site, site_seed
+from simulation.splits import site_seed, split_site
 
 __all__ = ["assign_splits", "write_sites", "site_columns"]
 
@@ -58,14 +58,8 @@ def assign_splits(
 
 
 def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            frame.to_csv(fh, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", newline="") as fh:
+        frame.to_csv(fh, index=False)
 
 
 def _blank(column: pd.Series, rows: np.ndarray) -> pd.Series:

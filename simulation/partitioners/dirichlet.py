@@ -11,7 +11,12 @@ import numpy as np
 
 from simulation.datasets.base import SampleTable
 from simulation.partitioners.base import (
-    PARTITIONERS, Partition, check_min_samples, deal_by_proportion, site_names, table_groups,
+    PARTITIONERS,
+    Partition,
+    check_min_samples,
+    deal_by_proportion,
+    site_names,
+    table_groups,
 )
 
 __all__ = ["partition"]
