@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.data import default_cache_dir, load_site_dataset
+from client.data import SiteDataset, default_cache_dir, load_site_dataset
 from client.features import FeatureSpec, site_statistics
 from client.manifest import Manifest, read_manifest
 from client.schema import Schema
 from client.train import TrainSettings, evaluate, resolve_device, train_local
-from fusion_models.model import ModelSpec, build_model, module_of
-from fusion_models.task import make_task
+from fusion_models.model import ModelSpec, MultimodalModel, build_model, module_of
+from fusion_models.task import Task, make_task
 
 __all__ = ["app", "site_manifest_path"]
 
@@ -64,12 +65,6 @@ def _seed(base: int, server_round: int, site: str) -> int:
     return int(digest[:8], 16)
 
 
-def _model(config: ConfigRecord, arrays: ArrayRecord):
-    model = build_model(ModelSpec.from_dict(json.loads(str(config["model-spec"]))))
-    model.load_state_dict(arrays.to_torch_state_dict())
-    return model
-
-
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """Validate the manifest (files included) and reply with counts and sums of the training split."""
@@ -81,15 +76,37 @@ def query(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
-    """Train the global model on the local training split; send back the modules this site trained."""
+@dataclass
+class _RoundInputs:
+    """What a train or evaluate message unpacks to at this site."""
+
+    manifest: Manifest
+    config: ConfigRecord
+    task: Task
+    dataset: SiteDataset
+    model: MultimodalModel
+
+
+def _unpack(msg: Message, context: Context, *, split: str) -> _RoundInputs:
     config = msg.content["config"]
     manifest = _manifest(context, check_files=False)
     features = FeatureSpec.from_json(str(config["feature-spec"]))
-    task = make_task(str(config["task"]), num_classes=max(2, len(features.classes)))
-    dataset = load_site_dataset(manifest, features, split="train", cache_dir=_cache_dir(context, manifest))
-    model = _model(config, msg.content["arrays"])
+    model = build_model(ModelSpec.from_dict(json.loads(str(config["model-spec"]))))
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    return _RoundInputs(
+        manifest=manifest,
+        config=config,
+        task=make_task(str(config["task"]), num_classes=max(2, len(features.classes))),
+        dataset=load_site_dataset(manifest, features, split=split, cache_dir=_cache_dir(context, manifest)),
+        model=model,
+    )
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the global model on the local training split; send back the modules this site trained."""
+    inputs = _unpack(msg, context, split="train")
+    config = inputs.config
     settings = TrainSettings(
         epochs=float(config["epochs"]),
         batch_size=int(config["batch-size"]),
@@ -97,20 +114,20 @@ def train(msg: Message, context: Context) -> Message:
         weight_decay=float(config["weight-decay"]),
         proximal_mu=float(config["proximal-mu"]),
     )
-    server_round = int(config["server-round"])
     result = train_local(
-        model, dataset, task, settings,
-        seed=_seed(int(config["seed"]), server_round, manifest.site),
+        inputs.model, inputs.dataset, inputs.task, settings,
+        seed=_seed(int(config["seed"]), int(config["server-round"]), inputs.manifest.site),
         device=resolve_device(str(config["device"])),
-    )
-    counts = dataset.presence_counts()
-    trained = {f"encoders.{m}" for m, n in counts.items() if n > 0 and m in model.used_modalities} | {"fusion"}
-    state = {k: v.cpu() for k, v in model.state_dict().items() if module_of(k) in trained}
-    metrics = {"num-examples": len(dataset), "train-loss": result["loss"], "train-samples": result["samples"]}
+    )  # fmt: skip
+    counts = inputs.dataset.presence_counts()
+    used = inputs.model.used_modalities
+    trained = {f"encoders.{m}" for m, n in counts.items() if n > 0 and m in used} | {"fusion"}
+    state = {k: v.cpu() for k, v in inputs.model.state_dict().items() if module_of(k) in trained}
+    metrics = {"num-examples": len(inputs.dataset), "train-loss": result["loss"], "train-samples": result["samples"]}
     metrics.update({f"num-examples.encoders.{m}": n for m, n in counts.items()})
-    metrics["num-examples.fusion"] = len(dataset)
+    metrics["num-examples.fusion"] = len(inputs.dataset)
     content = RecordDict(
-        {"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics), "site": _site_record(manifest)}
+        {"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics), "site": _site_record(inputs.manifest)}
     )
     return Message(content=content, reply_to=msg)
 
@@ -118,14 +135,9 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate_site(msg: Message, context: Context) -> Message:
     """Evaluate the global model on the local split named in the config (``val`` by default)."""
-    config = msg.content["config"]
-    manifest = _manifest(context, check_files=False)
-    features = FeatureSpec.from_json(str(config["feature-spec"]))
-    task = make_task(str(config["task"]), num_classes=max(2, len(features.classes)))
-    split = str(config.get("split", "val"))
-    dataset = load_site_dataset(manifest, features, split=split, cache_dir=_cache_dir(context, manifest))
-    model = _model(config, msg.content["arrays"])
-    result = evaluate(model, dataset, task, device=resolve_device(str(config["device"])))
-    metrics = {"num-examples": len(dataset), **{f"{split}-{k}": float(v) for k, v in result.items()}}
-    content = RecordDict({"metrics": MetricRecord(metrics), "site": _site_record(manifest)})
+    split = str(msg.content["config"].get("split", "val"))
+    inputs = _unpack(msg, context, split=split)
+    result = evaluate(inputs.model, inputs.dataset, inputs.task, device=resolve_device(str(inputs.config["device"])))
+    metrics = {"num-examples": len(inputs.dataset), **{f"{split}-{k}": float(v) for k, v in result.items()}}
+    content = RecordDict({"metrics": MetricRecord(metrics), "site": _site_record(inputs.manifest)})
     return Message(content=content, reply_to=msg)
