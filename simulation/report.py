@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from client.atomic_io import atomic_write_text
+from simulation.explanations import plot_explanations
 from simulation.plots import (
     method_names,
     metric_label,
@@ -332,4 +333,7 @@ def write_all(run_dir: Path, summary: dict) -> list[Path]:
         plot_partition(summary, out_dir),
         plot_modalities(summary, out_dir),
     ]
+    explained = plot_explanations(summary.get("explanations") or {}, summary.get("modalities", []), out_dir)
+    if explained is not None:
+        plots.append(explained)
     return [*plots, write_report(run_dir, summary, plots)]

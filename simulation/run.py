@@ -27,6 +27,7 @@ from server.checkpoint import load_checkpoint
 from simulation.baselines import train_local_only, train_pooled
 from simulation.config import SimulationConfig
 from simulation.evaluation import predict_sites, summarise_method
+from simulation.explanations import collect_explanations
 from simulation.flower_runner import FederationError, run_federation
 from simulation.prepare import prepare_sites
 from simulation.report import print_results, write_all
@@ -153,6 +154,7 @@ def simulate(config: SimulationConfig, run_dir: Path, console: Console | None = 
         methods[name] = summarise_method(predictions, task, metrics=metrics, n_boot=config.bootstrap, seed=config.run.seed)
         methods[name]["seconds"] = round(seconds[name], 1)
         log.add_summary(name, config.run.rounds, methods[name])
+    explanations = collect_explanations(global_model, data["test"], device=device)
     _add_round_means(log)
     log.save(run_dir / "metrics.csv")
 
@@ -162,6 +164,7 @@ def simulate(config: SimulationConfig, run_dir: Path, console: Console | None = 
         "rounds": config.run.rounds, "local_epochs": config.run.train.epochs, "privacy": config.privacy,
         "partition": _partition_summary(manifests, task.name), "sites": [m.site for m in manifests],
         "metrics": metrics, "methods": methods, "warnings": warnings_list,
+        "modalities": features.modalities, "explanations": explanations,
         "files": {"config": "config.yaml", "metrics": "metrics.csv", "summary": "summary.json",
                   "checkpoint": "federated/global.pt", "sites": "sites/", "logs": "logs/"},
     }  # fmt: skip
