@@ -9,7 +9,7 @@ INPUTS = {
     "image": ({"in_channels": 3, "spatial_dims": 2}, (3, 16, 16), "cnn_small"),
     "tabular": ({"in_features": 7}, (7,), "mlp"),
     "omics": ({"in_features": 20}, (20,), "omics_mlp"),
-    "series": ({"in_channels": 2}, (2, 12), "conv1d"),
+    "series": ({"in_channels": 3}, (3, 12), "conv1d"),  # 2C+1: one value, one mask, time
 }
 
 
