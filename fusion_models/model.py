@@ -122,10 +122,12 @@ class MultimodalModel(nn.Module):
         return found
 
     def _drop_modalities(self, present: torch.Tensor) -> torch.Tensor:
-        dropped = present & (torch.rand(present.shape, device=present.device) < self.modality_dropout)
+        used = torch.tensor([m in self.used_modalities for m in self.modalities], device=present.device)
+        dropped = present & used & (torch.rand(present.shape, device=present.device) < self.modality_dropout)
         kept = present & ~dropped
-        # A sample left with nothing keeps what it had: hiding every input teaches nothing.
-        empty = ~kept.any(dim=1, keepdim=True)
+        # A sample left with none of the head's modalities keeps what it had: hiding every
+        # input teaches nothing.
+        empty = ~(kept & used).any(dim=1, keepdim=True)
         return torch.where(empty, present, kept)
 
 

@@ -75,3 +75,11 @@ def test_spec_round_trip_and_errors():
     assert ModelSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(ValueError, match="missing keys"):
         ModelSpec.from_dict({"modalities": {}})
+
+
+def test_modality_dropout_keeps_one_of_the_heads_own_modalities():
+    spec = _spec(["image", "tabular"], dropout=0.9)
+    spec.fusion = {"name": "single", "modality": "image"}
+    model = build_model(spec, seed=0).train()
+    kept = model._drop_modalities(torch.ones(200, 2, dtype=torch.bool))
+    assert kept[:, 0].all()  # the only used modality is never hidden
