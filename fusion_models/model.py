@@ -98,7 +98,9 @@ class MultimodalModel(nn.Module):
             # modality's raw input, e.g. the image network on the tabular record.
             condition = getattr(encoder, "conditioned_on", None)
             if condition is not None:
-                features[modality] = encoder(batch[modality], condition=batch[condition])
+                # The mask after modality dropout: a hidden record must not condition the image.
+                condition_present = present[:, self.modalities.index(condition)]
+                features[modality] = encoder(batch[modality], condition=batch[condition], condition_present=condition_present)
             else:
                 features[modality] = encoder(batch[modality])
         return self.fusion(features, present)
