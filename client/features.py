@@ -61,7 +61,9 @@ class FeatureSpec:
         return 2 * len(self.numeric) + sum(len(v) + 1 for v in self.categorical.values())
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        # Column order is the encoding order: never sort the keys, or a site decoding the JSON
+        # would lay out its tabular vector differently from the server's model spec.
+        return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> "FeatureSpec":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from client.features import FeatureSpec
 from fusion_models.model import ModelSpec
 from fusion_models.task import make_task
@@ -12,14 +14,18 @@ __all__ = ["make_model_spec", "DEFAULT_ENCODERS"]
 DEFAULT_ENCODERS = {"image": "cnn_small", "tabular": "mlp", "series": "conv1d", "omics": "omics_mlp"}
 
 
-def _inputs(modality: str, features: FeatureSpec) -> dict[str, int]:
+def _inputs(modality: str, features: FeatureSpec) -> dict[str, Any]:
     if modality == "image":
         shape = features.shapes["image"]
         return {"in_channels": shape[0], "spatial_dims": len(shape) - 1}
     if modality == "series":
         return {"in_channels": features.shapes["series"][0]}
     if modality == "tabular":
-        return {"in_features": features.tabular_width}
+        # The encoded vector's columns in order (client/features.py::encode_tabular), as JSON
+        # lists because the ModelSpec travels as JSON: [name, kind, width].
+        layout = [[name, "numeric", 2] for name in features.numeric]
+        layout += [[name, "categorical", len(vocabulary) + 1] for name, vocabulary in features.categorical.items()]
+        return {"in_features": features.tabular_width, "layout": layout}
     return {"in_features": len(features.omics)}
 
 

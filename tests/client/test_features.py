@@ -43,3 +43,13 @@ def test_binary_task_with_three_classes_is_refused(tmp_path):
     stats["labels"]["unsure"] = 2
     with pytest.raises(StatisticsError, match="exactly 2 classes"):
         merge_statistics([stats], schema=manifest.schema, task="binary")
+
+
+def test_the_json_copy_keeps_the_encoding_order():
+    from client.features import FeatureSpec
+
+    spec = FeatureSpec(task="binary", classes=["a", "b"], numeric={"z": (0.0, 1.0), "a": (1.0, 2.0)},
+                       categorical={"y": ["1", "2", "3"], "b": ["x"]}, omics={}, files={}, shapes={},
+                       modalities=["tabular"])  # fmt: skip
+    back = FeatureSpec.from_json(spec.to_json())
+    assert list(back.numeric) == ["z", "a"] and list(back.categorical) == ["y", "b"]
