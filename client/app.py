@@ -7,7 +7,6 @@ config's ``sites-dir``. Per-round values ride in the message's ConfigRecord.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,8 @@ from client.features import FeatureSpec, site_statistics
 from client.manifest import Manifest, read_manifest
 from client.schema import Schema
 from client.train import TrainSettings, evaluate, resolve_device, train_local
-from fusion_models.model import ModelSpec, MultimodalModel, build_model, module_of
+from client.update import round_seed, site_update
+from fusion_models.model import ModelSpec, MultimodalModel, build_model
 from fusion_models.task import Task, make_task
 
 __all__ = ["app", "site_manifest_path"]
@@ -58,11 +58,6 @@ def _cache_dir(context: Context, manifest: Manifest) -> Path:
 
 def _site_record(manifest: Manifest) -> ConfigRecord:
     return ConfigRecord({"name": manifest.site})
-
-
-def _seed(base: int, server_round: int, site: str) -> int:
-    digest = hashlib.sha256(f"{base}|{server_round}|{site}".encode()).hexdigest()
-    return int(digest[:8], 16)
 
 
 @app.query()
@@ -116,16 +111,11 @@ def train(msg: Message, context: Context) -> Message:
     )
     result = train_local(
         inputs.model, inputs.dataset, inputs.task, settings,
-        seed=_seed(int(config["seed"]), int(config["server-round"]), inputs.manifest.site),
+        seed=round_seed(int(config["seed"]), int(config["server-round"]), inputs.manifest.site),
         device=resolve_device(str(config["device"])),
     )  # fmt: skip
-    counts = inputs.dataset.presence_counts()
-    used = inputs.model.used_modalities
-    trained = {f"encoders.{m}" for m, n in counts.items() if n > 0 and m in used} | {"fusion"}
-    state = {k: v.cpu() for k, v in inputs.model.state_dict().items() if module_of(k) in trained}
-    metrics = {"num-examples": len(inputs.dataset), "train-loss": result["loss"], "train-samples": result["samples"]}
-    metrics.update({f"num-examples.encoders.{m}": n for m, n in counts.items()})
-    metrics["num-examples.fusion"] = len(inputs.dataset)
+    state, counts = site_update(inputs.model, inputs.dataset)
+    metrics = {**counts, "train-loss": result["loss"], "train-samples": result["samples"]}
     content = RecordDict(
         {"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics), "site": _site_record(inputs.manifest)}
     )

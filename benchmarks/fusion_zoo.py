@@ -1,0 +1,455 @@
+"""Fusion zoo benchmark: every registered fusion head, pooled and federated, on the bundled
+data sets and on synthetic data with a modality missing, at one fixed budget per data set.
+
+The data path is a simulation's: :func:`simulation.prepare.prepare_sites` writes and validates
+the site manifests, the feature spec comes from the sites' statistics, and evaluation is
+:func:`simulation.evaluation.summarise_method` (per site, mean over sites, pooled test). The
+federation runs in-process: each site's copy trains with :func:`client.train.train_local`
+and the server merges the replies with :func:`server.strategy.aggregate_modules`, the
+ServerApp's own aggregation, without Flower's transport.
+
+Usage: ``python -m benchmarks.fusion_zoo --datasets synthetic ham10000 --seeds 0 1 2``;
+``--quick`` is a smoke-test budget. See ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from flwr.app import ArrayRecord, MetricRecord
+from hydra import compose, initialize_config_dir
+from rich.console import Console
+from rich.table import Table
+
+from client.atomic_io import atomic_write_text
+from client.data import SiteDataset, default_cache_dir, load_site_dataset
+from client.features import FeatureSpec, merge_statistics, site_statistics
+from client.train import TrainSettings, make_loader, resolve_device, train_local
+from client.update import round_seed as site_round_seed
+from client.update import site_update
+from fusion_models.fusion import FUSIONS
+from fusion_models.model import ModelSpec, MultimodalModel, build_model
+from fusion_models.task import Task, make_task
+from server.model_setup import make_model_spec
+from server.strategy import aggregate_modules
+from simulation.baselines import train_pooled
+from simulation.cli import CONFIG_DIR
+from simulation.config import SimulationConfig
+from simulation.evaluation import predict_sites, summarise_method
+from simulation.prepare import prepare_sites
+from simulation.results import json_safe
+from simulation.run import TABLE_METRICS
+
+__all__ = ["DATASETS", "FEDERATED_LABEL", "expand_heads", "main", "parse_args", "train_federated"]
+
+DATASETS = ("ham10000", "eicu", "gse7390_breast", "synthetic")
+METHODS = ("pooled", "federated")
+FEDERATED_LABEL = "federated (in-process FedAvg, the ServerApp's aggregation code without Flower transport)"
+SCHEMA_VERSION = 1
+# Per-data-set Hydra overrides: GSE7390 has no natural sites, so it is split iid into 3.
+_DATASET_OVERRIDES = {"gse7390_breast": ["num_sites=3"]}
+_QUICK = {"seeds": [0], "rounds": 1, "epochs": 0.5, "max_samples": 240, "bootstrap": 0}
+_DEFAULTS = {"seeds": [0, 1, 2], "rounds": 10, "epochs": 0.5, "max_samples": 3000, "bootstrap": 100}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One data set as benchmarked: a name for the table and the Hydra overrides that make it."""
+
+    key: str
+    dataset: str
+    overrides: tuple[str, ...]
+    missing: dict[str, float]
+
+
+@dataclass
+class Sites:
+    """One prepared variant for one seed: the splits of every site, the feature spec, the task."""
+
+    config: SimulationConfig
+    features: FeatureSpec
+    task: Task
+    data: dict[str, dict[str, SiteDataset]]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options; ``--quick`` fills every budget option not given explicitly."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.fusion_zoo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), help=f"any of {', '.join(DATASETS)}")
+    p.add_argument("--heads", nargs="+", default=None,
+                   help="registered fusion names (default: all); 'single' = one per modality, or 'single:image'")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2")
+    p.add_argument("--rounds", type=int, default=None, help="federated rounds (pooled: the same sample passes); default 10")
+    p.add_argument("--epochs", type=float, default=None, help="local epochs per round; default 0.5")
+    p.add_argument("--max-samples", type=int, default=None,
+                   help="keep this many samples (whole groups); synthetic generates this many; default 3000")
+    p.add_argument("--missing", nargs="+", type=float, default=[0.0, 0.3, 0.6],
+                   help="synthetic: fractions of samples missing --missing-modality")
+    p.add_argument("--missing-modality", default="image", help="synthetic: the modality made missing")
+    p.add_argument("--bootstrap", type=int, default=None, help="resamples for per-site intervals; default 100")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra Hydra override for every run, e.g. model=resnet or train.batch_size=32")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/fusion_zoo"))
+    p.add_argument("--quick", action="store_true", help="smoke-test budget: 1 seed, 1 round, 240 samples")
+    args = p.parse_args(argv)
+    for key, value in (_QUICK if args.quick else _DEFAULTS).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    unknown = sorted(set(args.datasets) - set(DATASETS))
+    if unknown:
+        p.error(f"unknown datasets {unknown}; known: {list(DATASETS)}")
+    if args.rounds < 1 or args.epochs <= 0:
+        p.error("--rounds must be >= 1 and --epochs > 0")
+    return args
+
+
+def variants(args: argparse.Namespace) -> list[Variant]:
+    """The benchmarked data sets; synthetic once per missing fraction."""
+    out = []
+    for name in args.datasets:
+        base = (f"data={name}", *_DATASET_OVERRIDES.get(name, []))
+        if name != "synthetic":
+            out.append(Variant(key=name, dataset=name, overrides=base, missing={}))
+            continue
+        m = args.missing_modality
+        for fraction in args.missing:
+            missing = {m: fraction} if fraction > 0 else {}
+            # `+key.sub=value` adds to the YAML's empty mapping (Hydra refuses to replace it whole).
+            extra = (f"+data.params.missing.{m}={fraction}",) if missing else ()
+            out.append(Variant(key=f"synthetic/{m}_missing={fraction:g}", dataset=name, missing=missing,
+                               overrides=(*base, *extra, f"data.params.n_samples={args.max_samples}")))  # fmt: skip
+    return out
+
+
+def compose_config(variant: Variant, args: argparse.Namespace, seed: int) -> SimulationConfig:
+    """The simulation config of one variant and seed, composed as ``fedfusion simulate`` would."""
+    overrides = [*variant.overrides, f"rounds={args.rounds}", f"train.epochs={args.epochs}", f"seed={seed}",
+                 f"max_samples={args.max_samples}", *args.override]  # fmt: skip
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return SimulationConfig.from_cfg(compose(config_name="config", overrides=overrides))
+
+
+def prepare(config: SimulationConfig, run_dir: Path) -> Sites:
+    """Manifests, federated feature statistics and the datasets of every split of every site."""
+    _, manifests = prepare_sites(config, run_dir)
+    stats = [site_statistics(m) for m in manifests]
+    features = merge_statistics(stats, schema=manifests[0].schema, task=manifests[0].task)
+    task = make_task(features.task, num_classes=max(2, len(features.classes)))
+    data = {split: {m.site: load_site_dataset(m, features, split=split, cache_dir=default_cache_dir(m))
+                    for m in manifests} for split in ("train", "test")}  # fmt: skip
+    return Sites(config=config, features=features, task=task, data=data)
+
+
+def expand_heads(requested: list[str] | None, modalities: list[str]) -> list[tuple[str, str, str | None]]:
+    """(label, registered name, single's modality) per head; ``single`` becomes one per modality."""
+    out = []
+    for name in requested or FUSIONS.names():
+        base, _, modality = name.partition(":")
+        if base == "single":
+            out += [(f"single:{m}", "single", m) for m in ([modality] if modality else modalities)]
+        else:
+            out.append((name, name, None))
+    return out
+
+
+def fusion_config(name: str, modality: str | None) -> dict[str, Any]:
+    """``{"name": name, **configs/fusion/<name>.yaml}`` (plus ``modality`` for ``single``)."""
+    path = CONFIG_DIR / "fusion" / f"{name}.yaml"
+    options = dict(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    options["name"] = name
+    if modality is not None:
+        options["modality"] = modality
+    return options
+
+
+def _check_applies(fusion: dict[str, Any], modalities: list[str]) -> None:
+    """Refuse a head whose config swaps in the encoder of a modality the data lacks (early
+    fusion into the image network): without it the head would silently run as plain concat."""
+    absent = sorted(set(fusion.get("encoders") or {}) - set(modalities))
+    if absent:
+        raise ValueError(f"its config replaces the {absent} encoder (early fusion) but the data has only "
+                         f"{modalities}; without it the head would be another head")  # fmt: skip
+
+
+def _check_builds(spec: ModelSpec, sites: Sites) -> None:
+    """Build the model and run one training-loss backward pass; raises what the head raises."""
+    model = build_model(spec, seed=0)
+    dataset = next(d for d in sites.data["train"].values() if len(d))
+    batch = next(iter(make_loader(dataset, batch_size=4, shuffle=False, seed=0)))
+    outputs = model(batch)
+    loss = sites.task.loss(outputs, batch["label"]) + model.auxiliary_loss(outputs, batch["label"])
+    loss.backward()
+
+
+def _trainable(model: MultimodalModel) -> int:
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def _site_update(model: MultimodalModel, dataset: SiteDataset) -> tuple[ArrayRecord, MetricRecord]:
+    """Exactly what the ClientApp sends back (client/update.py), as Flower records."""
+    state, counts = site_update(model, dataset)
+    return ArrayRecord(state), MetricRecord(counts)
+
+
+def train_federated(
+    spec: ModelSpec, train_sets: dict[str, SiteDataset], task: Task, settings: TrainSettings,
+    *, rounds: int, seed: int, device: torch.device,
+) -> tuple[MultimodalModel, dict[str, float]]:  # fmt: skip
+    """In-process FedAvg: per round every site trains a copy of the global weights with
+    :func:`train_local` and :func:`aggregate_modules` merges the replies per module.
+
+    Returns the global model and ``{"steps", "train_s"}`` (optimisation steps over all sites
+    and the seconds spent inside ``train_local``).
+    """
+    global_model = build_model(spec, seed=seed)
+    arrays = ArrayRecord(global_model.state_dict())
+    steps, train_s = 0.0, 0.0
+    for server_round in range(1, rounds + 1):
+        global_arrays = {k: v.numpy() for k, v in arrays.items()}  # as the strategy's configure_train
+        updates = []
+        for site, dataset in train_sets.items():
+            if len(dataset) == 0:
+                continue
+            local = build_model(spec)
+            local.load_state_dict(arrays.to_torch_state_dict())
+            start = time.perf_counter()
+            result = train_local(local, dataset, task, settings, seed=site_round_seed(seed, server_round, site),
+                                 device=device)  # fmt: skip
+            train_s += time.perf_counter() - start
+            steps += result["steps"]
+            updates.append(_site_update(local, dataset))
+        merged = aggregate_modules(global_arrays, updates)
+        arrays = ArrayRecord({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in merged.items()})
+    global_model.load_state_dict(arrays.to_torch_state_dict())
+    return global_model, {"steps": steps, "train_s": train_s}
+
+
+def _pooled_steps(train_sets: dict[str, SiteDataset], settings: TrainSettings, rounds: int) -> float:
+    """Steps :func:`train_pooled` makes: train_local's count per round on the concatenated sets."""
+    n = sum(len(d) for d in train_sets.values())
+    return float(rounds * max(1, math.ceil(settings.epochs * math.ceil(n / settings.batch_size))))
+
+
+def run_head(label: str, spec: ModelSpec, sites: Sites, *, seed: int, bootstrap: int, device: torch.device) -> list[dict]:
+    """Train one head pooled and federated on one seed's sites; one result row per method."""
+    run, task = sites.config.run, sites.task
+    metrics = TABLE_METRICS[task.name]
+    params = _trainable(build_model(spec, seed=seed))
+    rows = []
+    for method in METHODS:
+        start = time.perf_counter()
+        if method == "pooled":
+            model = train_pooled(sites.data["train"], {}, spec, task, run.train, rounds=run.rounds, seed=seed, device=device)
+            timing = {"train_s": time.perf_counter() - start, "steps": _pooled_steps(sites.data["train"], run.train, run.rounds)}
+        else:
+            model, timing = train_federated(spec, sites.data["train"], task, run.train, rounds=run.rounds, seed=seed, device=device)
+        predictions = predict_sites(lambda site, model=model: model, sites.data["test"], task, device=device)
+        summary = summarise_method(predictions, task, metrics=metrics, n_boot=bootstrap, seed=seed)
+        rows.append({"head": label, "method": method, "seed": seed, "params": params, "steps": int(timing["steps"]),
+                     "step_time_s": timing["train_s"] / max(timing["steps"], 1.0),
+                     "wall_s": time.perf_counter() - start, **summary})  # fmt: skip
+    return rows
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    if not finite:
+        return float("nan"), float("nan")
+    # One seed has no spread: nan, so that the table shows the value alone.
+    return float(np.mean(finite)), float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan")
+
+
+def summarise(runs: list[dict], task: Task) -> tuple[list[dict], dict[str, dict]]:
+    """Mean ± std over seeds per (head, method), and the paired difference to the best single head."""
+    metrics, headline = TABLE_METRICS[task.name], task.headline
+    sign = 1.0 if task.higher_is_better else -1.0
+    by_key: dict[tuple[str, str], list[dict]] = {}
+    for r in runs:
+        by_key.setdefault((r["head"], r["method"]), []).append(r)
+    best: dict[str, dict] = {}
+    for method in METHODS:
+        singles = {h: _stats([r["site_mean"][headline] for r in rs])[0] for (h, m), rs in by_key.items()
+                   if m == method and h.startswith("single:")}  # fmt: skip
+        singles = {h: v for h, v in singles.items() if np.isfinite(v)}
+        if singles:
+            head = max(singles, key=lambda h: sign * singles[h])
+            best[method] = {"head": head, headline: singles[head]}
+    rows = []
+    for (head, method), rs in by_key.items():
+        row: dict[str, Any] = {"head": head, "method": method, "seeds": len(rs), "params": rs[0]["params"]}
+        for m in metrics:
+            row[f"{m}_mean"], row[f"{m}_std"] = _stats([r["site_mean"][m] for r in rs])
+            row[f"pooled_test_{m}_mean"], _ = _stats([r["pooled_test"][m] for r in rs])
+        reference = {r["seed"]: r["site_mean"][headline] for r in by_key.get((best.get(method, {}).get("head"), method), [])}
+        row["delta_mean"], row["delta_std"] = _stats([r["site_mean"][headline] - reference[r["seed"]]
+                                                      for r in rs if r["seed"] in reference])  # fmt: skip
+        row["step_time_s"], _ = _stats([r["step_time_s"] for r in rs])
+        row["wall_s"], _ = _stats([r["wall_s"] for r in rs])
+        sites = sorted({s for r in rs for s in r["per_site"]})
+        row["per_site"] = {s: _stats([r["per_site"][s][headline] for r in rs if s in r["per_site"]])[0] for s in sites}
+        rows.append(row)
+    rows.sort(key=lambda r: (METHODS.index(r["method"]), -sign * np.nan_to_num(r[f"{headline}_mean"], nan=-np.inf)))
+    return rows, best
+
+
+def run_variant(variant: Variant, args: argparse.Namespace, device: torch.device, console: Console) -> dict:
+    """Every head on every seed of one variant; heads that cannot run on it are recorded."""
+    runs, skipped, entry, task = [], {}, {}, None
+    for seed in args.seeds:
+        config = compose_config(variant, args, seed)
+        with tempfile.TemporaryDirectory(prefix="fusion_zoo_") as tmp:
+            sites = prepare(config, Path(tmp))
+            task, features = sites.task, sites.features
+            entry = {"dataset": variant.dataset, "task": task.name, "headline": task.headline,
+                     "higher_is_better": task.higher_is_better, "metrics": TABLE_METRICS[task.name],
+                     "modalities": features.modalities, "missing": variant.missing, "overrides": list(variant.overrides),
+                     "sites": {s: {"train": len(sites.data["train"][s]), "test": len(d)} for s, d in sites.data["test"].items()},
+                     "rounds": config.run.rounds, "local_epochs": config.run.train.epochs,
+                     "batch_size": config.run.train.batch_size, "lr": config.run.train.lr}  # fmt: skip
+            for label, name, modality in expand_heads(args.heads, features.modalities):
+                if label in skipped:
+                    continue
+                fusion = fusion_config(name, modality)
+                try:
+                    _check_applies(fusion, features.modalities)
+                    spec = make_model_spec(features, replace(config.run.model, fusion=fusion))
+                    _check_builds(spec, sites)
+                except Exception as error:  # noqa: BLE001 - a head that does not fit this data is recorded, not fatal
+                    skipped[label] = {"head": label, "stage": "build", "reason": f"{type(error).__name__}: {error}"}
+                    console.print(f"[yellow]skip[/] {variant.key} {label}: {skipped[label]['reason']}")
+                    continue
+                with console.status(f"{variant.key} seed {seed} [bold]{label}[/]"):
+                    try:
+                        rows = run_head(label, spec, sites, seed=seed, bootstrap=args.bootstrap, device=device)
+                    except Exception as error:  # noqa: BLE001 - one broken head must not end a long benchmark
+                        skipped[label] = {"head": label, "stage": "train", "seed": seed,
+                                          "reason": f"{type(error).__name__}: {error}",
+                                          "traceback": traceback.format_exc(limit=4)}  # fmt: skip
+                        console.print(f"[red]failed[/] {variant.key} {label}: {skipped[label]['reason']}")
+                        continue
+                runs += rows
+                line = ", ".join(f"{r['method']} {r['site_mean'][task.headline]:.3f}" for r in rows)
+                console.print(f"{variant.key} seed {seed} {label}: {line}", highlight=False)
+    runs = [r for r in runs if r["head"] not in skipped]
+    summary, best = summarise(runs, task) if runs else ([], {})
+    return {**entry, "best_single": best, "summary": summary, "skipped": list(skipped.values()), "runs": runs}
+
+
+def _fmt(mean: float, std: float | None = None, digits: int = 3) -> str:
+    if mean is None or not np.isfinite(mean):
+        return "—"
+    return f"{mean:.{digits}f}" if std is None or not np.isfinite(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def table_rows(results: dict) -> list[list[str]]:
+    """One row per (data set, head, method) for the Markdown and the console table."""
+    out = []
+    for key, entry in results["datasets"].items():
+        h = entry["headline"]
+        for r in entry["summary"]:
+            delta = "—" if not np.isfinite(r["delta_mean"]) else f"{r['delta_mean']:+.3f}"
+            delta += f" ± {r['delta_std']:.3f}" if np.isfinite(r["delta_std"]) else ""
+            out.append([key, r["head"], r["method"], _fmt(r[f"{h}_mean"], r[f"{h}_std"]), delta,
+                        _fmt(r[f"pooled_test_{h}_mean"]), _fmt(r.get("balanced_accuracy_mean", float("nan"))),
+                        _fmt(r.get("ece_mean", float("nan"))), f"{r['params']:,}", _fmt(1000 * r["step_time_s"], digits=1),
+                        _fmt(r["wall_s"], digits=1), str(r["seeds"])])  # fmt: skip
+    return out
+
+
+HEADER = ["data set", "head", "method", "headline (mean over sites)", "Δ vs best single", "pooled test",
+          "bal. acc.", "ECE", "params", "step (ms)", "wall (s)", "seeds"]  # fmt: skip
+
+
+def _best_line(entry: dict) -> str:
+    h = entry["headline"]
+    parts = [f"{m}: {b['head']} ({h} {b[h]:.3f})" for m, b in entry["best_single"].items()]
+    return "best single modality — " + ("; ".join(parts) if parts else "none ran")
+
+
+def to_markdown(results: dict) -> str:
+    """results.md: the table, the best single modality per data set, per-site figures, the config."""
+    c = results["config"]
+    lines = [f"# Fusion zoo benchmark ({results['date']})", "",
+             (f"Budget: {c['rounds']} rounds x {c['epochs']} local epochs (pooled: the same sample passes), "
+             f"max {c['max_samples']} samples, seeds {c['seeds']}, {c['bootstrap']} bootstrap resamples. "
+             f"`federated` = {FEDERATED_LABEL}. Headline = AUROC (classification) or c-index (survival), "
+             "the mean over sites of each site's test split, mean ± std over seeds; Δ = paired per-seed "
+             "difference to the best single-modality head of the same method. Step time is noisy "
+             "(shared CPU)."), "", f"Command: `{c['command']}`", "",
+             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]  # fmt: skip
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
+    for key, entry in results["datasets"].items():
+        lines += ["", f"## {key}", "", f"Task {entry['task']}, modalities {entry['modalities']}, sites (train/test rows, last seed): "
+                  + ", ".join(f"{s} {v['train']}/{v['test']}" for s, v in entry["sites"].items()), "",
+                  f"**{_best_line(entry)}**", ""]  # fmt: skip
+        sites = list(entry["sites"])
+        lines += [f"Per-site test {entry['headline']} (mean over seeds):", "",
+                  "| head | method | " + " | ".join(sites) + " | mean over sites |", "|" + "---|" * (len(sites) + 3)]
+        for r in entry["summary"]:
+            lines.append(f"| {r['head']} | {r['method']} | " + " | ".join(_fmt(r["per_site"].get(s, float("nan")))
+                         for s in sites) + f" | {_fmt(r[entry['headline'] + '_mean'])} |")  # fmt: skip
+        lines += [f"- skipped {s['head']} ({s['stage']}): {s['reason']}" for s in entry["skipped"]]
+    lines += [f"- data set {s['dataset']} skipped: {s['reason']}" for s in results["skipped_datasets"]]
+    lines += ["", "Config:", "", "```json", json.dumps(json_safe(c), indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def print_table(results: dict, console: Console) -> None:
+    table = Table(title=f"fusion zoo — federated = {FEDERATED_LABEL}", show_lines=False)
+    for name in HEADER:
+        table.add_column(name, justify="left" if name in ("data set", "head", "method") else "right")
+    for row in table_rows(results):
+        table.add_row(*row)
+    console.print(table)
+    for key, entry in results["datasets"].items():
+        console.print(f"{key}: {_best_line(entry)}", highlight=False)
+
+
+def main(argv: list[str] | None = None, console: Console | None = None) -> dict:
+    """Run the benchmark and write ``<out>/results.json`` and ``<out>/results.md``; returns the results."""
+    args = parse_args(argv)
+    console = console or Console(width=None if sys.stdout.isatty() else 200)
+    start = time.perf_counter()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = resolve_device("auto")
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config.update(command="python -m benchmarks.fusion_zoo " + " ".join(sys.argv[1:] if argv is None else argv),
+                  device=str(device), torch=torch.__version__, threads=torch.get_num_threads(),
+                  python=platform.python_version(), heads_registered=FUSIONS.names())  # fmt: skip
+    results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "benchmark": "fusion_zoo",
+                               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                               "federated": FEDERATED_LABEL, "config": config, "datasets": {},
+                               "skipped_datasets": []}  # fmt: skip
+    for variant in variants(args):
+        try:
+            results["datasets"][variant.key] = run_variant(variant, args, device, console)
+        except (ValueError, KeyError, FileNotFoundError, RuntimeError, OSError) as error:
+            results["skipped_datasets"].append({"dataset": variant.key, "reason": f"{type(error).__name__}: {error}"})
+            console.print(f"[yellow]skip data set[/] {variant.key}: {error}")
+    results["wall_s"] = round(time.perf_counter() - start, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "results.json", json.dumps(json_safe(results), indent=1))
+    atomic_write_text(args.out / "results.md", to_markdown(results))
+    print_table(results, console)
+    console.print(f"wall time {results['wall_s']} s; wrote {args.out / 'results.json'} and {args.out / 'results.md'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
