@@ -33,8 +33,8 @@ import yaml
 from flwr.app import ArrayRecord, MetricRecord
 from hydra import compose, initialize_config_dir
 from rich.console import Console
-from rich.table import Table
 
+from benchmarks.fusion_zoo_report import FEDERATED_LABEL, print_table, to_markdown
 from client.atomic_io import atomic_write_text
 from client.data import SiteDataset, default_cache_dir, load_site_dataset
 from client.features import FeatureSpec, merge_statistics, site_statistics
@@ -58,7 +58,6 @@ __all__ = ["DATASETS", "FEDERATED_LABEL", "expand_heads", "main", "parse_args", 
 
 DATASETS = ("ham10000", "eicu", "gse7390_breast", "synthetic")
 METHODS = ("pooled", "federated")
-FEDERATED_LABEL = "federated (in-process FedAvg, the ServerApp's aggregation code without Flower transport)"
 SCHEMA_VERSION = 1
 # Per-data-set Hydra overrides: GSE7390 has no natural sites, so it is split iid into 3.
 _DATASET_OVERRIDES = {"gse7390_breast": ["num_sites=3"]}
@@ -348,76 +347,6 @@ def run_variant(variant: Variant, args: argparse.Namespace, device: torch.device
     runs = [r for r in runs if r["head"] not in skipped]
     summary, best = summarise(runs, task) if runs else ([], {})
     return {**entry, "best_single": best, "summary": summary, "skipped": list(skipped.values()), "runs": runs}
-
-
-def _fmt(mean: float, std: float | None = None, digits: int = 3) -> str:
-    if mean is None or not np.isfinite(mean):
-        return "—"
-    return f"{mean:.{digits}f}" if std is None or not np.isfinite(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def table_rows(results: dict) -> list[list[str]]:
-    """One row per (data set, head, method) for the Markdown and the console table."""
-    out = []
-    for key, entry in results["datasets"].items():
-        h = entry["headline"]
-        for r in entry["summary"]:
-            delta = "—" if not np.isfinite(r["delta_mean"]) else f"{r['delta_mean']:+.3f}"
-            delta += f" ± {r['delta_std']:.3f}" if np.isfinite(r["delta_std"]) else ""
-            out.append([key, r["head"], r["method"], _fmt(r[f"{h}_mean"], r[f"{h}_std"]), delta,
-                        _fmt(r[f"pooled_test_{h}_mean"]), _fmt(r.get("balanced_accuracy_mean", float("nan"))),
-                        _fmt(r.get("ece_mean", float("nan"))), f"{r['params']:,}", _fmt(1000 * r["step_time_s"], digits=1),
-                        _fmt(r["wall_s"], digits=1), str(r["seeds"])])  # fmt: skip
-    return out
-
-
-HEADER = ["data set", "head", "method", "headline (mean over sites)", "Δ vs best single", "pooled test",
-          "bal. acc.", "ECE", "params", "step (ms)", "wall (s)", "seeds"]  # fmt: skip
-
-
-def _best_line(entry: dict) -> str:
-    h = entry["headline"]
-    parts = [f"{m}: {b['head']} ({h} {b[h]:.3f})" for m, b in entry["best_single"].items()]
-    return "best single modality — " + ("; ".join(parts) if parts else "none ran")
-
-
-def to_markdown(results: dict) -> str:
-    """results.md: the table, the best single modality per data set, per-site figures, the config."""
-    c = results["config"]
-    lines = [f"# Fusion zoo benchmark ({results['date']})", "",
-             (f"Budget: {c['rounds']} rounds x {c['epochs']} local epochs (pooled: the same sample passes), "
-             f"max {c['max_samples']} samples, seeds {c['seeds']}, {c['bootstrap']} bootstrap resamples. "
-             f"`federated` = {FEDERATED_LABEL}. Headline = AUROC (classification) or c-index (survival), "
-             "the mean over sites of each site's test split, mean ± std over seeds; Δ = paired per-seed "
-             "difference to the best single-modality head of the same method. Step time is noisy "
-             "(shared CPU)."), "", f"Command: `{c['command']}`", "",
-             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]  # fmt: skip
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
-    for key, entry in results["datasets"].items():
-        lines += ["", f"## {key}", "", f"Task {entry['task']}, modalities {entry['modalities']}, sites (train/test rows, last seed): "
-                  + ", ".join(f"{s} {v['train']}/{v['test']}" for s, v in entry["sites"].items()), "",
-                  f"**{_best_line(entry)}**", ""]  # fmt: skip
-        sites = list(entry["sites"])
-        lines += [f"Per-site test {entry['headline']} (mean over seeds):", "",
-                  "| head | method | " + " | ".join(sites) + " | mean over sites |", "|" + "---|" * (len(sites) + 3)]
-        for r in entry["summary"]:
-            lines.append(f"| {r['head']} | {r['method']} | " + " | ".join(_fmt(r["per_site"].get(s, float("nan")))
-                         for s in sites) + f" | {_fmt(r[entry['headline'] + '_mean'])} |")  # fmt: skip
-        lines += [f"- skipped {s['head']} ({s['stage']}): {s['reason']}" for s in entry["skipped"]]
-    lines += [f"- data set {s['dataset']} skipped: {s['reason']}" for s in results["skipped_datasets"]]
-    lines += ["", "Config:", "", "```json", json.dumps(json_safe(c), indent=1), "```", ""]
-    return "\n".join(lines)
-
-
-def print_table(results: dict, console: Console) -> None:
-    table = Table(title=f"fusion zoo — federated = {FEDERATED_LABEL}", show_lines=False)
-    for name in HEADER:
-        table.add_column(name, justify="left" if name in ("data set", "head", "method") else "right")
-    for row in table_rows(results):
-        table.add_row(*row)
-    console.print(table)
-    for key, entry in results["datasets"].items():
-        console.print(f"{key}: {_best_line(entry)}", highlight=False)
 
 
 def main(argv: list[str] | None = None, console: Console | None = None) -> dict:
