@@ -10,38 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from fusion_models.attention import MaskedAttention
 from fusion_models.encoders import ENCODERS
 from fusion_models.encoders.tabular_mlp import check_layout
 
 __all__ = ["FTTransformer"]
-
-
-class _Attention(nn.Module):
-    """Multi-head self-attention from ``nn.Linear`` layers, which Opacus' hooks support
-    (``nn.MultiheadAttention`` is not), returning its attention weights as well.
-
-    Args:
-        dim: token width d.
-        heads: attention heads (must divide ``dim``).
-        dropout: dropout on the attention weights.
-    """
-
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"ft_transformer n_heads={heads} must divide d_token={dim}")
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.out = nn.Linear(dim, dim)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b, t, d = x.shape
-        # [B, T, 3d] -> [3, B, H, T, d/H]
-        q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // self.heads), dim=-1)  # [B, H, T, T]
-        mixed = (self.dropout(weights) @ v).transpose(1, 2).reshape(b, t, d)  # [B, T, d]
-        return self.out(mixed), weights
 
 
 class _Block(nn.Module):
@@ -51,7 +24,7 @@ class _Block(nn.Module):
         dim: token width d.
         heads: attention heads.
         ffn_factor: feed-forward hidden width as a multiple of ``dim``.
-        attention_dropout: dropout on the attention weights.
+        attention_dropout: dropout on the attention output.
         ffn_dropout: dropout inside the feed-forward.
         residual_dropout: dropout on each branch before it is added back.
         first: the first block skips its first LayerNorm (the tokens are not yet mixed).
@@ -70,7 +43,7 @@ class _Block(nn.Module):
         super().__init__()
         hidden = max(1, int(dim * ffn_factor))
         self.norm1 = nn.Identity() if first else nn.LayerNorm(dim)
-        self.attention = _Attention(dim, heads, attention_dropout)
+        self.attention = MaskedAttention(dim, heads, attention_dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.ffn_in = nn.Linear(dim, 2 * hidden)
         self.ffn_dropout = nn.Dropout(ffn_dropout)
@@ -78,7 +51,9 @@ class _Block(nn.Module):
         self.residual_dropout = nn.Dropout(residual_dropout)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mixed, weights = self.attention(self.norm1(x))
+        h = self.norm1(x)
+        every = torch.ones(h.shape[0], h.shape[1], h.shape[1], dtype=torch.bool, device=h.device)
+        mixed, weights = self.attention(h, h, every)
         x = x + self.residual_dropout(mixed)
         value, gate = self.ffn_in(self.norm2(x)).chunk(2, dim=-1)  # ReGLU: value * relu(gate)
         x = x + self.residual_dropout(self.ffn_out(self.ffn_dropout(value * torch.relu(gate))))
@@ -114,7 +89,7 @@ class FTTransformer(nn.Module):
         n_layers: Transformer blocks.
         n_heads: attention heads (must divide ``d_token``).
         ffn_factor: feed-forward hidden width as a multiple of ``d_token`` (4/3 in the paper).
-        attention_dropout: dropout on the attention weights.
+        attention_dropout: dropout on the attention output.
         ffn_dropout: dropout inside the feed-forward.
         residual_dropout: dropout on each residual branch.
 
@@ -145,6 +120,8 @@ class FTTransformer(nn.Module):
             raise ValueError("ft_transformer needs at least one tabular column (in_features is 0)")
         if n_layers < 1:
             raise ValueError(f"ft_transformer n_layers must be >= 1, got {n_layers}")
+        if n_heads < 1 or d_token % n_heads:
+            raise ValueError(f"ft_transformer n_heads={n_heads} must divide d_token={d_token}")
         self.columns = [name for name, _, _ in columns]
         self._slices: list[tuple[int, int]] = []
         self.tokenizers = nn.ModuleList()

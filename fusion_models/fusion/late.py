@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fusion_models.attention import masked_softmax
 from fusion_models.fusion import FUSIONS
-from fusion_models.fusion._attention import masked_softmax
 
 __all__ = ["LateFusion"]
 

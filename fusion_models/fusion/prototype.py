@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusion_models.attention import MaskedAttention
 from fusion_models.fusion import FUSIONS
-from fusion_models.fusion._attention import MaskedAttention
 
 __all__ = ["PrototypeFusion", "modularity"]
 

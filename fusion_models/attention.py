@@ -1,5 +1,5 @@
 """Multi-head attention from ``nn.Linear`` with an explicit boolean mask of allowed
-query -> key pairs, shared by the attention-based fusion heads.
+query -> key pairs, shared by the attention-based fusion heads and encoders.
 
 ``nn.MultiheadAttention`` has no per-sample-gradient rule in Opacus' hooks mode; four
 ``nn.Linear`` layers and plain tensor algebra do, so every grad-sample mode sees only

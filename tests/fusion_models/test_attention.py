@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fusion_models.fusion._attention import MaskedAttention, masked_softmax
+from fusion_models.attention import MaskedAttention, masked_softmax
 
 
 def test_masked_softmax_zeroes_disallowed_entries_and_empty_rows():
