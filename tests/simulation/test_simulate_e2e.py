@@ -66,7 +66,7 @@ def _check_outputs(run_dir: Path, result: subprocess.CompletedProcess) -> dict:
 
 def test_bundled_ham10000_beats_chance_and_writes_every_output(tmp_path):
     run_dir = tmp_path / "run"
-    result = _simulate(run_dir, "max_samples=3000", "rounds=3", "bootstrap=50")
+    result = _simulate(run_dir, "max_samples=3000", "rounds=3", "train.epochs=1", "bootstrap=50")
     summary = _check_outputs(run_dir, result)
     assert summary["task"] == "binary" and len(summary["sites"]) == 4
     for method in ("federated", "pooled", "local"):
