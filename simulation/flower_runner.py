@@ -194,8 +194,7 @@ def _stream(
             stdin=subprocess.DEVNULL, text=True, start_new_session=True,
         )  # fmt: skip
         try:
-            assert process.stdout is not None  # for the type checker: stdout=PIPE above
-            for line in process.stdout:
+            for line in process.stdout or ():
                 log.write(line)
                 log.flush()
                 if on_line is not None:

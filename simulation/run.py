@@ -7,6 +7,7 @@ import json
 import re
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,4 @@ def _add_round_means(log: MetricsLog) -> None:
 
 
 def _with_sites(config: SimulationConfig, sites: int) -> SimulationConfig:
-    from dataclasses import replace
-
     return replace(config, run=replace(config.run, num_sites=sites))

@@ -9,14 +9,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from simulation.datasets import (  # noqa: F401
-    eicu,
-    gse7390_breast,
-    ham10000,
-    manifest_folder,
-    synthetic,
-    tcga_brca,
-)
+from simulation.datasets import eicu, gse7390_breast, ham10000, manifest_folder, synthetic, tcga_brca  # noqa: F401
 from simulation.datasets.base import DATA_DIR, DATASETS, SampleTable
 
 __all__ = ["DATASETS", "DATA_DIR", "SampleTable", "load_dataset"]
