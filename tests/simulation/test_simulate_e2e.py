@@ -115,3 +115,25 @@ def _check_outputs_partial(run_dir: Path, result: subprocess.CompletedProcess) -
     for name in OUTPUT_FILES:
         assert (run_dir / name).is_file(), f"{name} was not written"
     return json.loads((run_dir / "summary.json").read_text())
+
+
+def test_an_early_fusion_head_through_flower_explains_itself(tmp_path):
+    sites = tmp_path / "hospital_sites"
+    write_image_sites(sites, sites={"north": 60, "south": 50})
+    run_dir = tmp_path / "run"
+    result = _simulate(run_dir, "data=manifests", f"data.dir={sites}", "fusion=film", "rounds=2",
+                       "train.batch_size=16", "baselines=[]", "bootstrap=20")  # fmt: skip
+    summary = _check_outputs_partial(run_dir, result)
+    assert set(summary["methods"]) == {"federated"}
+    assert any(key.endswith("film_gamma") for key in summary["explanations"])
+    assert (run_dir / "plots" / "explanations.png").is_file()
+    assert "explanations.png" in (run_dir / "report.md").read_text()
+
+
+def test_eicu_time_series_through_flower(tmp_path):
+    run_dir = tmp_path / "run"
+    result = _simulate(run_dir, "data=eicu", f"+data.params.series_root={tmp_path / 'series'}", "max_samples=800",
+                       "rounds=2", "baselines=[pooled]", "bootstrap=20")  # fmt: skip
+    summary = _check_outputs_partial(run_dir, result)
+    assert summary["modalities"] == ["tabular", "series"]
+    assert 0.5 < summary["methods"]["pooled"]["pooled_test"]["auroc"] <= 1.0
