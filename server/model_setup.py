@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from client.features import FeatureSpec
+from fusion_models.fusion import FUSIONS
 from fusion_models.model import ModelSpec
 from fusion_models.task import make_task
 from server.settings import ModelSettings
@@ -53,6 +55,10 @@ def make_model_spec(features: FeatureSpec, settings: ModelSettings) -> ModelSpec
             options["condition_features"] = inputs[condition]["in_features"]
         encoders[modality] = options
     task = make_task(features.task, num_classes=max(2, len(features.classes)))
+    # Heads that depend on the task (mm_dynamics' true-class-probability needs classes) get
+    # it, so a wrong combination fails when the model is built, not at the first loss.
+    if "task" in inspect.signature(FUSIONS.get(fusion["name"])).parameters:
+        fusion.setdefault("task", features.task)
     return ModelSpec(
         modalities=inputs,
         encoders=encoders,
