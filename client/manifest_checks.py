@@ -267,9 +267,10 @@ def _read_shape(path: Path, role: str) -> tuple[list[int] | None, str, str | Non
             return ([dims[3]] + dims[:3] if len(dims) == 4 else [1] + dims), "", None
         if name.endswith(".csv"):
             with path.open(encoding="utf-8") as fh:
-                if not fh.readline().strip():
-                    return None, "", "the series file is empty"
-            return None, "", None
+                header = fh.readline().strip()
+            if not header:
+                return None, "", "the series file is empty"
+            return None, header, None  # the header: every series file of a column must share it
         from PIL import Image
 
         with Image.open(path) as image:
@@ -324,6 +325,7 @@ def check_files(
             warnings.append(f"{file}: column {col!r}: nibabel is not installed, so NIfTI files were only checked to exist")
         expected = schema.shapes.get(col)
         expected_from = "schema.yaml" if expected is not None else ""
+        header, header_from = None, ""
         for i in np.flatnonzero(cells.notna().to_numpy() & ~wrong):
             row, rel = int(i) + _FIRST_ROW, cells.iat[i]
             path = folder / rel
@@ -333,6 +335,12 @@ def check_files(
             shape, note, error = _read_shape(path, role)
             if error is not None:
                 problems.append(Problem(file, row, col, f"{_show(rel)}: {error}"))
+            elif role == "series" and note:
+                if header is None:
+                    header, header_from = note, f"row {row}"
+                elif note != header:
+                    msg = f"{_show(rel)}: series columns {note!r} differ from those of {header_from} ({header!r})"
+                    problems.append(Problem(file, row, col, msg))
             elif shape is not None and role == "image":
                 if expected is None:
                     expected, expected_from = shape, f"row {row}"

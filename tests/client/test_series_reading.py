@@ -63,3 +63,13 @@ def test_a_csv_without_hours_is_regular_and_nan_cells_are_unobserved(tmp_path):
 def test_bad_cells_are_named(tmp_path, text, message):
     with pytest.raises(ValueError, match=message):
         read_file_array(_write(tmp_path / "s.csv", text), modality="series", length=3)
+
+
+def test_series_files_of_a_column_must_share_their_variables(tmp_path):
+    from client.manifest import ManifestError, read_manifest
+
+    (tmp_path / "s1.csv").write_text("hours,hr,sbp\n0.5,80,120\n")
+    (tmp_path / "s2.csv").write_text("hours,hr,dbp\n0.5,82,70\n")
+    (tmp_path / "site.csv").write_text("sample_id,label,vitals\na,alive,s1.csv\nb,died,s2.csv\n")
+    with pytest.raises(ManifestError, match=r"row 3, column 'vitals'.*differ from those of row 2"):
+        read_manifest(tmp_path / "site.csv")
