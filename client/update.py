@@ -9,6 +9,7 @@ import hashlib
 import torch
 
 from client.data import SiteDataset
+from client.messages import NUM_EXAMPLES, module_weight_key
 from fusion_models.model import MultimodalModel, module_of
 
 __all__ = ["site_update", "round_seed"]
@@ -24,8 +25,8 @@ def site_update(model: MultimodalModel, dataset: SiteDataset) -> tuple[dict[str,
     used = model.used_modalities
     trained = {f"encoders.{m}" for m, n in counts.items() if n > 0 and m in used} | {"fusion"}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items() if module_of(k) in trained}
-    metrics = {"num-examples": len(dataset), "num-examples.fusion": len(dataset)}
-    metrics.update({f"num-examples.encoders.{m}": n for m, n in counts.items()})
+    metrics = {NUM_EXAMPLES: len(dataset), module_weight_key("fusion"): len(dataset)}
+    metrics.update({module_weight_key(f"encoders.{m}"): n for m, n in counts.items()})
     return state, metrics
 
 

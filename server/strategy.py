@@ -17,12 +17,11 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from client.messages import NUM_EXAMPLES, SITE, SITE_NAME, module_weight_key
 from fusion_models.model import module_of
 from fusion_models.registry import Registry
 
-__all__ = ["ModalityAwareFedAvg", "aggregate_modules", "REPLY_SITE_KEY", "STRATEGIES"]
-
-REPLY_SITE_KEY = "site"  # ConfigRecord in every reply: {"name": site name}
+__all__ = ["ModalityAwareFedAvg", "aggregate_modules", "STRATEGIES"]
 
 #: Strategy name -> class; chosen by ``configs/strategy/<name>.yaml``.
 STRATEGIES: Registry = Registry("strategy")
@@ -109,9 +108,9 @@ def _metrics(message: Message) -> MetricRecord:
 
 
 def _site(message: Message) -> str:
-    record = message.content.config_records.get(REPLY_SITE_KEY)
-    if record is not None and "name" in record:
-        return str(record["name"])
+    record = message.content.config_records.get(SITE)
+    if record is not None and SITE_NAME in record:
+        return str(record[SITE_NAME])
     return f"node {message.metadata.src_node_id}"
 
 
@@ -119,11 +118,11 @@ def aggregate_modules(
     global_arrays: dict[str, np.ndarray],
     updates: list[tuple[ArrayRecord, MetricRecord]],
     *,
-    weighted_by_key: str = "num-examples",
+    weighted_by_key: str = NUM_EXAMPLES,
 ) -> dict[str, np.ndarray]:
     """Weighted average of each module over the updates that contain it.
 
-    A reply weights module ``m`` by its metric ``<weighted_by_key>.<m>`` when present (the
+    A reply weights module ``m`` by its metric ``num-examples.<m>`` when present (the
     samples that carried that modality), else by ``weighted_by_key``. Keys no update holds
     keep their global value; integer buffers (e.g. counters) take the largest weight's value.
     """
@@ -134,7 +133,7 @@ def aggregate_modules(
         for arrays, metrics in updates:
             if key not in arrays:
                 continue
-            weight = float(metrics.get(f"{weighted_by_key}.{module}", metrics.get(weighted_by_key, 0.0)))
+            weight = float(metrics.get(module_weight_key(module), metrics.get(weighted_by_key, 0.0)))
             if weight > 0:
                 values.append(arrays[key].numpy())
                 weights.append(weight)
