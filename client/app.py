@@ -1,29 +1,36 @@
 """The Flower ClientApp: unpack the message, call the plain functions, pack the reply.
 
-Node facts come from ``node_config``: ``manifest`` (this site's CSV) and optional
-``cache-dir``. In simulation the node's ``partition-id`` picks a manifest of the run
-config's ``sites-dir``. Per-round values ride in the message's ConfigRecord.
+Node facts come from ``node_config``: ``manifest`` (this site's CSV), optional ``cache-dir``
+and ``state-dir`` (where the site keeps what is its own: personalised weights). In
+simulation the node's ``partition-id`` picks a manifest of the run config's ``sites-dir``
+and the state lives under the run folder. Per-round values ride in the message's
+ConfigRecord, whose layout is :class:`client.messages.RoundConfig`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client import messages as keys
 from client.data import SiteDataset, default_cache_dir, load_site_dataset
 from client.features import FeatureSpec, site_statistics
 from client.manifest import Manifest, read_manifest
+from client.messages import RoundConfig
+from client.personalization import personalize, save_personal_model
+from client.round import round_seed, train_round
 from client.schema import Schema
-from client.train import TrainSettings, evaluate, resolve_device, train_local
-from client.update import round_seed, site_update
+from client.site_evaluation import evaluate_at_site
+from client.train import evaluate, resolve_device
 from fusion_models.model import ModelSpec, MultimodalModel, build_model
 from fusion_models.task import Task, make_task
 
-__all__ = ["app", "site_manifest_path"]
+__all__ = ["app", "site_manifest_path", "site_state_dir"]
 
 app = ClientApp()
 
@@ -44,6 +51,18 @@ def site_manifest_path(context: Context) -> Path:
     return manifests[partition]
 
 
+def site_state_dir(context: Context, site: str) -> Path:
+    """Where this site keeps its own state: ``node_config["state-dir"]``, else
+    ``<run-dir>/site_state/<site>`` in a simulation, else beside the manifest."""
+    configured = context.node_config.get("state-dir")
+    if configured:
+        return Path(str(configured))
+    run_dir = str(context.run_config.get("run-dir", ""))
+    if run_dir:
+        return Path(run_dir) / "site_state" / site
+    return site_manifest_path(context).parent / ".fedfusion-state" / site
+
+
 def _manifest(context: Context, *, check_files: bool) -> Manifest:
     path = site_manifest_path(context)
     schema_path = path.parent / "schema.yaml"
@@ -57,7 +76,7 @@ def _cache_dir(context: Context, manifest: Manifest) -> Path:
 
 
 def _site_record(manifest: Manifest) -> ConfigRecord:
-    return ConfigRecord({"name": manifest.site})
+    return ConfigRecord({keys.SITE_NAME: manifest.site})
 
 
 @app.query()
@@ -67,67 +86,91 @@ def query(msg: Message, context: Context) -> Message:
     stats = site_statistics(manifest)
     stats["schema"] = manifest.schema.to_dict()
     stats["warnings"] = list(manifest.warnings)
-    content = RecordDict({"statistics": ConfigRecord({"json": json.dumps(stats)}), "site": _site_record(manifest)})
+    content = RecordDict({keys.STATISTICS: ConfigRecord({keys.STATISTICS_JSON: json.dumps(stats)}),
+                          keys.SITE: _site_record(manifest)})  # fmt: skip
     return Message(content=content, reply_to=msg)
 
 
 @dataclass
-class _RoundInputs:
+class _Site:
     """What a train or evaluate message unpacks to at this site."""
 
     manifest: Manifest
-    config: ConfigRecord
+    config: RoundConfig
+    server_round: int
     task: Task
-    dataset: SiteDataset
     model: MultimodalModel
+    device: torch.device
+    features: FeatureSpec
+    cache_dir: Path
+
+    def dataset(self, split: str) -> SiteDataset:
+        return load_site_dataset(self.manifest, self.features, split=split, cache_dir=self.cache_dir)
 
 
-def _unpack(msg: Message, context: Context, *, split: str) -> _RoundInputs:
-    config = msg.content["config"]
+def _unpack(msg: Message, context: Context) -> _Site:
+    record = msg.content[keys.CONFIG]
+    config = RoundConfig.from_record(record)
     manifest = _manifest(context, check_files=False)
-    features = FeatureSpec.from_json(str(config["feature-spec"]))
-    model = build_model(ModelSpec.from_dict(json.loads(str(config["model-spec"]))))
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    return _RoundInputs(
-        manifest=manifest,
-        config=config,
-        task=make_task(str(config["task"]), num_classes=max(2, len(features.classes))),
-        dataset=load_site_dataset(manifest, features, split=split, cache_dir=_cache_dir(context, manifest)),
-        model=model,
-    )
+    features = FeatureSpec.from_json(config.feature_spec)
+    model = build_model(ModelSpec.from_dict(json.loads(config.model_spec)))
+    model.load_state_dict(msg.content[keys.ARRAYS].to_torch_state_dict())
+    return _Site(manifest=manifest, config=config, server_round=int(record.get(keys.SERVER_ROUND, 0)),
+                 task=make_task(config.task, num_classes=max(2, len(features.classes))), model=model,
+                 device=resolve_device(config.device), features=features,
+                 cache_dir=_cache_dir(context, manifest))  # fmt: skip
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Train the global model on the local training split; send back the modules this site trained."""
-    inputs = _unpack(msg, context, split="train")
-    config = inputs.config
-    settings = TrainSettings(
-        epochs=float(config["epochs"]),
-        batch_size=int(config["batch-size"]),
-        lr=float(config["lr"]),
-        weight_decay=float(config["weight-decay"]),
-        proximal_mu=float(config["proximal-mu"]),
-    )
-    result = train_local(
-        inputs.model, inputs.dataset, inputs.task, settings,
-        seed=round_seed(int(config["seed"]), int(config["server-round"]), inputs.manifest.site),
-        device=resolve_device(str(config["device"])),
-    )  # fmt: skip
-    state, counts = site_update(inputs.model, inputs.dataset)
-    metrics = {**counts, "train-loss": result["loss"], "train-samples": result["samples"]}
-    content = RecordDict(
-        {"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics), "site": _site_record(inputs.manifest)}
-    )
+    """One round of local training from the global weights; reply with the modules trained."""
+    site = _unpack(msg, context)
+    result = train_round(site.model, site.dataset("train"), site.task, site.config.train,
+                         seed=round_seed(site.config.seed, site.server_round, site.manifest.site),
+                         device=site.device)  # fmt: skip
+    content = RecordDict({keys.ARRAYS: ArrayRecord(result.state), keys.METRICS: MetricRecord(result.metrics()),
+                          keys.SITE: _site_record(site.manifest)})  # fmt: skip
     return Message(content=content, reply_to=msg)
 
 
 @app.evaluate()
-def evaluate_site(msg: Message, context: Context) -> Message:
-    """Evaluate the global model on the local split named in the config (``val`` by default)."""
-    split = str(msg.content["config"].get("split", "val"))
-    inputs = _unpack(msg, context, split=split)
-    result = evaluate(inputs.model, inputs.dataset, inputs.task, device=resolve_device(str(inputs.config["device"])))
-    metrics = {"num-examples": len(inputs.dataset), **{f"{split}-{k}": float(v) for k, v in result.items()}}
-    content = RecordDict({"metrics": MetricRecord(metrics), "site": _site_record(inputs.manifest)})
+def evaluate_round(msg: Message, context: Context) -> Message:
+    """Per-round figures of the global model on the split named in the config (``val``)."""
+    site = _unpack(msg, context)
+    split = site.config.split
+    dataset = site.dataset(split)
+    result = evaluate(site.model, dataset, site.task, device=site.device)
+    metrics = {keys.NUM_EXAMPLES: len(dataset), **{f"{split}-{k}": float(v) for k, v in result.items()}}
+    content = RecordDict({keys.METRICS: MetricRecord(metrics), keys.SITE: _site_record(site.manifest)})
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate("final")
+def evaluate_final(msg: Message, context: Context) -> Message:
+    """Score the final global model (and this site's personalised one) on the local test split.
+
+    The threshold is chosen on the local validation split; metrics and bootstrap intervals
+    are computed here, and only those figures travel.
+    """
+    site = _unpack(msg, context)
+    config, name = site.config, site.manifest.site
+    val_set, test_set = site.dataset("val"), site.dataset("test")
+    common = {"site": name, "val_set": val_set, "test_set": test_set, "task": site.task, "device": site.device,
+              "n_boot": config.bootstrap, "seed": round_seed(config.seed, site.server_round, name)}  # fmt: skip
+    evaluations = [evaluate_at_site(site.model, model_name="global", **common)]
+    if config.personalization.name != "none":
+        personal, steps, note = personalize(site.model, site.dataset("train"), site.task, config.train,
+                                            config.personalization, seed=common["seed"], device=site.device)  # fmt: skip
+        save_personal_model(site_state_dir(context, name) / "personal.pt", personal,
+                            meta={"site": name, "round": site.server_round, "personalization": config.personalization.name,
+                                  "steps": steps, "note": note})  # fmt: skip
+        result = evaluate_at_site(personal, model_name="personalized", train_steps=steps, **common)
+        if note:
+            result = replace(result, note="; ".join(filter(None, [result.note, note])))
+        evaluations.append(result)
+    content = RecordDict({
+        keys.EVALUATION: ConfigRecord({keys.EVALUATION_JSON: json.dumps([e.to_dict() for e in evaluations])}),
+        keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: len(test_set)}),
+        keys.SITE: _site_record(site.manifest),
+    })  # fmt: skip
     return Message(content=content, reply_to=msg)

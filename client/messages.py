@@ -13,7 +13,16 @@ server may import). A reply carries:
 
 from __future__ import annotations
 
+from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
+from typing import Any
+
+from flwr.app import ConfigRecord
+
+from client.settings import PersonalizationSettings, TrainSettings
+
 __all__ = [
+    "RoundConfig",
+    "SERVER_ROUND",
     "ARRAYS",
     "METRICS",
     "CONFIG",
@@ -24,6 +33,7 @@ __all__ = [
     "STATISTICS_JSON",
     "STATISTICS_QUERY",
     "QUERY_KIND",
+    "FINAL_EVALUATION",
     "EVALUATION",
     "EVALUATION_JSON",
     "NUM_EXAMPLES",
@@ -43,6 +53,10 @@ EVALUATION_JSON = "json"
 QUERY_KIND = "query"
 STATISTICS_QUERY = "feature-statistics"
 
+#: Set by Flower's strategies in every train/evaluate config; set by us for the final evaluation.
+SERVER_ROUND = "server-round"
+FINAL_EVALUATION = "evaluate.final"
+
 #: Samples that trained the whole reply; ``num-examples.<module>`` weights one module.
 NUM_EXAMPLES = "num-examples"
 
@@ -50,3 +64,68 @@ NUM_EXAMPLES = "num-examples"
 def module_weight_key(module: str) -> str:
     """The metric that weights ``module`` (e.g. ``encoders.image``) in a train reply."""
     return f"{NUM_EXAMPLES}.{module}"
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """The ConfigRecord of every train and evaluate message, flattened to dashed keys.
+
+    Args:
+        task: task name (``binary``, ``multiclass``, ``regression``, ``survival``).
+        feature_spec: the run's :class:`client.features.FeatureSpec` as JSON.
+        model_spec: the run's :class:`fusion_models.model.ModelSpec` as JSON.
+        seed: the run's seed; each site derives its own per round.
+        device: ``auto``, ``cpu`` or ``cuda[:i]``.
+        train: local training settings.
+        split: the split a per-round evaluation scores.
+        bootstrap: resamples for the final evaluation's intervals.
+        personalization: how a site derives its own model in the final evaluation.
+    """
+
+    task: str
+    feature_spec: str
+    model_spec: str
+    seed: int
+    device: str
+    train: TrainSettings
+    split: str = "val"
+    bootstrap: int = 0
+    personalization: PersonalizationSettings = PersonalizationSettings()
+
+    def to_record(self, **extra: Any) -> ConfigRecord:
+        """The ConfigRecord; ``extra`` adds keys such as ``server-round``."""
+        flat: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if is_dataclass(value):
+                flat.update({f"{f.name}.{k}".replace("_", "-"): v for k, v in asdict(value).items()})
+            else:
+                flat[f.name.replace("_", "-")] = value
+        flat.update(extra)
+        return ConfigRecord(flat)
+
+    @classmethod
+    def from_record(cls, record: ConfigRecord) -> "RoundConfig":
+        """Inverse of :meth:`to_record`; a missing key is an error naming it."""
+        values: dict[str, Any] = {}
+        missing: list[str] = []
+        for f in fields(cls):
+            if f.name in ("train", "personalization"):
+                kind = TrainSettings if f.name == "train" else PersonalizationSettings
+                sub = {}
+                for g in fields(kind):
+                    key = f"{f.name}.{g.name}".replace("_", "-")
+                    if key in record:
+                        sub[g.name] = record[key]
+                    elif f.name == "train":
+                        missing.append(key)
+                values[f.name] = kind(**sub)
+                continue
+            key = f.name.replace("_", "-")
+            if key in record:
+                values[f.name] = record[key]
+            elif f.default is MISSING:
+                missing.append(key)
+        if missing:
+            raise ValueError(f"round config: missing keys {missing}")
+        return cls(**values)

@@ -3,35 +3,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from client.settings import TrainSettings
 from fusion_models.task import Task
 
 __all__ = ["TrainSettings", "resolve_device", "make_loader", "train_local", "predict", "evaluate"]
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Local optimisation settings, identical for federated, pooled and local-only training.
-
-    Args:
-        epochs: passes over the local training split per round (fractions allowed).
-        batch_size: samples per step.
-        lr: learning rate.
-        weight_decay: decoupled weight decay (AdamW).
-        proximal_mu: FedProx proximal weight; 0 disables it.
-    """
-
-    epochs: float = 1.0
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    proximal_mu: float = 0.0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -59,18 +40,20 @@ def train_local(
     *,
     seed: int,
     device: torch.device,
-    optimizer: torch.optim.Optimizer | None = None,
+    label_offset: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Train ``model`` in place for ``settings.epochs`` passes over ``dataset``.
+    """Train ``model`` in place for ``settings.epochs`` passes over ``dataset`` with a fresh AdamW.
 
     Returns ``loss`` (mean training loss), ``steps`` and ``samples`` (sample passes made).
     With ``proximal_mu > 0`` the FedProx term pulls the weights towards those at the start.
+    ``label_offset`` (``[output_dim]``) is added to the outputs inside the task loss only.
     """
     if len(dataset) == 0:
         return {"loss": float("nan"), "steps": 0.0, "samples": 0.0}
     torch.manual_seed(seed)
     model.to(device).train()
-    optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    offset = None if label_offset is None else label_offset.to(device)
     anchor = [p.detach().clone() for p in model.parameters()] if settings.proximal_mu > 0 else None
     loader = make_loader(dataset, batch_size=settings.batch_size, shuffle=True, seed=seed)
     steps = max(1, math.ceil(settings.epochs * len(loader)))
@@ -80,7 +63,7 @@ def train_local(
             batch = _to(batch, device)
             optimizer.zero_grad(set_to_none=True)
             outputs = model(batch)
-            loss = task.loss(outputs, batch["label"])
+            loss = task.loss(outputs if offset is None else outputs + offset, batch["label"])
             if hasattr(model, "auxiliary_loss"):
                 loss = loss + model.auxiliary_loss(outputs, batch["label"])
             if anchor is not None:

@@ -136,8 +136,12 @@ class Task(ABC):
         """Detached numpy prediction scores that :meth:`metrics` consumes."""
 
     @abstractmethod
-    def metrics(self, target: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-        """Metric name -> value for targets and :meth:`scores` of a whole split."""
+    def metrics(self, target: np.ndarray, scores: np.ndarray, *, threshold: float | None = None) -> dict[str, float]:
+        """Metric name -> value for targets and :meth:`scores` of a whole split.
+
+        ``threshold`` is the decision threshold of threshold metrics (binary tasks only;
+        other tasks ignore it); None means 0.5.
+        """
 
     @abstractmethod
     def headline_fn(self) -> Callable[[np.ndarray, np.ndarray], float]:
@@ -185,8 +189,8 @@ class BinaryTask(Task):
     def scores(self, outputs: torch.Tensor) -> np.ndarray:
         return _to_numpy(torch.sigmoid(_single_output(outputs.detach(), self.name)))
 
-    def metrics(self, target: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-        return binary_metrics(target, scores)
+    def metrics(self, target: np.ndarray, scores: np.ndarray, *, threshold: float | None = None) -> dict[str, float]:
+        return binary_metrics(target, scores, threshold=0.5 if threshold is None else float(threshold))
 
     def headline_fn(self) -> Callable[[np.ndarray, np.ndarray], float]:
         return binary_auroc
@@ -232,7 +236,7 @@ class MulticlassTask(Task):
         # softmax in float64 so rows sum to 1 within the tolerance multiclass_metrics checks
         return torch.softmax(self._logits(outputs.detach()).to("cpu", torch.float64), dim=1).numpy()
 
-    def metrics(self, target: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    def metrics(self, target: np.ndarray, scores: np.ndarray, *, threshold: float | None = None) -> dict[str, float]:
         return multiclass_metrics(target, scores)
 
     def headline_fn(self) -> Callable[[np.ndarray, np.ndarray], float]:
@@ -263,7 +267,7 @@ class RegressionTask(Task):
     def scores(self, outputs: torch.Tensor) -> np.ndarray:
         return _to_numpy(_single_output(outputs, self.name))
 
-    def metrics(self, target: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    def metrics(self, target: np.ndarray, scores: np.ndarray, *, threshold: float | None = None) -> dict[str, float]:
         return regression_metrics(target, scores)
 
     def headline_fn(self) -> Callable[[np.ndarray, np.ndarray], float]:
@@ -311,7 +315,7 @@ class SurvivalTask(Task):
     def scores(self, outputs: torch.Tensor) -> np.ndarray:
         return _to_numpy(_single_output(outputs, self.name))
 
-    def metrics(self, target: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    def metrics(self, target: np.ndarray, scores: np.ndarray, *, threshold: float | None = None) -> dict[str, float]:
         time, event = _split_survival_target(target)
         return survival_metrics(time, event, scores)
 

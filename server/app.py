@@ -1,9 +1,10 @@
-"""The Flower ServerApp: a federated statistics round, then modality-aware FedAvg rounds,
-with an atomic checkpoint and per-site metrics written after every round."""
+"""The Flower ServerApp: a federated statistics round, then modality-aware rounds with an
+atomic checkpoint and per-site metrics after each, then a final evaluation round at the sites."""
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from logging import INFO
 from pathlib import Path
@@ -12,19 +13,23 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
+from client import messages as keys
+from client.atomic_io import atomic_write_text
 from client.features import merge_statistics
+from client.messages import RoundConfig
 from client.schema import Schema
 from fusion_models.model import build_model
 from server.checkpoint import save_checkpoint
+from server.default_config import default_run_settings
+from server.final_evaluation import SITE_EVALUATION_FILE, run_final_evaluation, write_site_evaluations
 from server.model_setup import make_model_spec
 from server.settings import RunSettings
-from server.strategy import STRATEGIES
+from server.strategies import build_strategy
 
-__all__ = ["app", "STATISTICS_QUERY", "agree_on_schema"]
+__all__ = ["app", "agree_on_schema"]
 
 app = ServerApp()
 
-STATISTICS_QUERY = "feature-statistics"
 _NODE_WAIT_S = 120.0
 
 
@@ -54,7 +59,8 @@ def agree_on_schema(stats: list[dict]) -> tuple[Schema, str]:
 
 def _collect_statistics(grid: Grid, nodes: list[int]) -> list[dict]:
     messages = [
-        Message(RecordDict({"config": ConfigRecord({"query": STATISTICS_QUERY})}), dst_node_id=n, message_type="query")
+        Message(RecordDict({keys.CONFIG: ConfigRecord({keys.QUERY_KIND: keys.STATISTICS_QUERY})}), dst_node_id=n,
+                message_type="query")  # fmt: skip
         for n in nodes
     ]
     stats, failures = [], []
@@ -62,7 +68,7 @@ def _collect_statistics(grid: Grid, nodes: list[int]) -> list[dict]:
         if reply.has_error():
             failures.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
         else:
-            stats.append(json.loads(reply.content["statistics"]["json"]))
+            stats.append(json.loads(reply.content[keys.STATISTICS][keys.STATISTICS_JSON]))
     if failures:
         raise RuntimeError("sites failed the statistics round:\n  " + "\n  ".join(failures))
     return sorted(stats, key=lambda s: s["site"])
@@ -75,8 +81,6 @@ def main(grid: Grid, context: Context) -> None:
     if text:
         settings = RunSettings.from_json(text)
     else:  # plain `flwr run .`: the defaults of configs/config.yaml
-        from simulation.config import default_run_settings
-
         settings = default_run_settings()
     run_dir = Path(str(context.run_config.get("run-dir", "")) or f"outputs/flwr-run-{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     federated_dir = run_dir / "federated"
@@ -87,8 +91,8 @@ def main(grid: Grid, context: Context) -> None:
     schema, inferred_task = agree_on_schema(stats)
     task = inferred_task if settings.task == "auto" else settings.task
     features = merge_statistics(stats, schema=schema, task=task)
-    (federated_dir / "site_statistics.json").write_text(json.dumps(stats, indent=1))
-    (federated_dir / "feature_spec.json").write_text(features.to_json())
+    atomic_write_text(federated_dir / "site_statistics.json", json.dumps(stats, indent=1))
+    atomic_write_text(federated_dir / "feature_spec.json", features.to_json())
     model_spec = make_model_spec(features, settings.model)
     model = build_model(model_spec, seed=settings.seed)
     log(INFO, "fedfusion: %d sites, task %s, modalities %s", len(stats), task, features.modalities)
@@ -96,7 +100,9 @@ def main(grid: Grid, context: Context) -> None:
     site_log = (federated_dir / "site_metrics.jsonl").open("a")
 
     def record_site(server_round: int, kind: str, site: str, metrics: MetricRecord) -> None:
-        site_log.write(json.dumps({"round": server_round, "kind": kind, "site": site, **dict(metrics)}) + "\n")
+        # A figure a site could not compute (nan) is written as null: the log stays valid JSON.
+        values = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in dict(metrics).items()}
+        site_log.write(json.dumps({"round": server_round, "kind": kind, "site": site, **values}) + "\n")
         site_log.flush()
 
     def checkpoint_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -110,44 +116,26 @@ def main(grid: Grid, context: Context) -> None:
             feature_spec=features.to_json(),
             settings=json.loads(settings.to_json()),
         )
-        (federated_dir / "progress.json").write_text(json.dumps({"round": server_round, "rounds": settings.rounds}))
+        atomic_write_text(federated_dir / "progress.json", json.dumps({"round": server_round, "rounds": settings.rounds}))
         return None
 
-    strategy = STRATEGIES.get(settings.strategy.name)(
-        on_site_metrics=record_site,
-        fraction_train=settings.strategy.fraction_train,
-        fraction_evaluate=settings.strategy.fraction_evaluate,
-        min_train_nodes=min(settings.strategy.min_nodes, len(nodes)),
-        min_evaluate_nodes=min(settings.strategy.min_nodes, len(nodes)),
-        min_available_nodes=min(settings.strategy.min_nodes, len(nodes)),
-    )
-    train = settings.train
-    common = {
-        "task": task,
-        "feature-spec": features.to_json(),
-        "model-spec": json.dumps(model_spec.to_dict()),
-        "seed": settings.seed,
-        "device": settings.device,
-    }
-    train_config = ConfigRecord(
-        {
-            **common,
-            "epochs": float(train.epochs),
-            "batch-size": train.batch_size,
-            "lr": train.lr,
-            "weight-decay": train.weight_decay,
-            "proximal-mu": settings.strategy.proximal_mu,
-        }
-    )
+    strategy = build_strategy(settings.strategy, on_site_metrics=record_site, num_nodes=len(nodes))
+    round_config = RoundConfig(task=task, feature_spec=features.to_json(), model_spec=json.dumps(model_spec.to_dict()),
+                               seed=settings.seed, device=settings.device, train=settings.train, split="val",
+                               bootstrap=settings.bootstrap, personalization=settings.personalization)  # fmt: skip
     try:
-        strategy.start(
+        result = strategy.start(
             grid=grid,
             initial_arrays=ArrayRecord(model.state_dict()),
             num_rounds=settings.rounds,
-            train_config=train_config,
-            evaluate_config=ConfigRecord({**common, "split": "val"}),
+            train_config=round_config.to_record(),
+            evaluate_config=round_config.to_record(),
             evaluate_fn=checkpoint_round,
         )
     finally:
         site_log.close()
-    (federated_dir / "done.json").write_text(json.dumps({"rounds": settings.rounds}))
+    evaluations, failures = run_final_evaluation(
+        grid, nodes, result.arrays, round_config.to_record(**{keys.SERVER_ROUND: settings.rounds})
+    )
+    write_site_evaluations(federated_dir / SITE_EVALUATION_FILE, evaluations, failures, round=settings.rounds)
+    atomic_write_text(federated_dir / "done.json", json.dumps({"rounds": settings.rounds}))

@@ -1,31 +1,49 @@
-"""Centralised (pooled) and local-only training: the same model, optimiser and number of
-sample passes as the federation, without Flower, so the comparison isolates federation."""
+"""Centralised (pooled) and local-only training, simulation-only comparisons.
+
+Both train through :func:`client.round.train_round`, the function every site runs each
+round, with the federation's settings: the same number of rounds, each of
+``settings.epochs`` passes with a fresh AdamW, so the comparison isolates federation.
+The steps actually made are returned.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import torch
-from torch.utils.data import ConcatDataset, Dataset
 
 from client.data import SiteDataset
-from client.train import TrainSettings, evaluate, train_local
+from client.round import round_seed, train_round
+from client.settings import TrainSettings
+from client.train import evaluate
 from fusion_models.model import ModelSpec, MultimodalModel, build_model
 from fusion_models.task import Task
 
-__all__ = ["train_pooled", "train_local_only", "RoundCallback"]
+__all__ = ["train_pooled", "train_local_only", "concat_sites", "RoundCallback"]
 
 # (round, site, metrics on that site's validation split)
 RoundCallback = Callable[[int, str, dict[str, float]], None]
+POOLED = "pooled"
 
 
-def _optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+def concat_sites(datasets: list[SiteDataset]) -> SiteDataset:
+    """All sites' rows as one dataset (the pooled baseline's "site"); ids become ``site/id``."""
+    if not datasets:
+        raise ValueError("concat_sites needs at least one dataset")
+    modalities = datasets[0].modalities
+    return SiteDataset(
+        inputs={m: torch.cat([d.inputs[m] for d in datasets]) for m in modalities},
+        present=torch.cat([d.present for d in datasets]),
+        target=torch.cat([d.target for d in datasets]),
+        sample_ids=[f"{i}/{s}" for i, d in enumerate(datasets) for s in d.sample_ids],
+        modalities=list(modalities),
+    )
 
 
 def _train_rounds(
     model: MultimodalModel,
-    train_set: Dataset,
+    name: str,
+    train_set: SiteDataset,
     val_sets: dict[str, SiteDataset],
     task: Task,
     settings: TrainSettings,
@@ -34,15 +52,16 @@ def _train_rounds(
     seed: int,
     device: torch.device,
     on_round: RoundCallback | None,
-) -> MultimodalModel:
-    """``rounds`` x ``settings.epochs`` passes with one optimiser, validating after each round."""
-    optimizer = _optimizer(model, settings)
+) -> tuple[MultimodalModel, int]:
+    """``rounds`` rounds of :func:`train_round`, validating after each; returns the model and its steps."""
+    steps = 0
     for server_round in range(1, rounds + 1):
-        train_local(model, train_set, task, settings, seed=seed + server_round, device=device, optimizer=optimizer)
+        result = train_round(model, train_set, task, settings, seed=round_seed(seed, server_round, name), device=device)
+        steps += result.steps
         if on_round is not None:
             for site, dataset in val_sets.items():
                 on_round(server_round, site, evaluate(model, dataset, task, device=device))
-    return model
+    return model, steps
 
 
 def train_pooled(
@@ -56,11 +75,10 @@ def train_pooled(
     seed: int,
     device: torch.device,
     on_round: RoundCallback | None = None,
-) -> MultimodalModel:
-    """Train one model on all sites' training rows together, ``rounds`` x ``settings.epochs``
-    passes, evaluating each site's validation split after every round-equivalent."""
-    pooled = ConcatDataset(list(train_sets.values()))
-    return _train_rounds(build_model(spec, seed=seed), pooled, val_sets, task, settings,
+) -> tuple[MultimodalModel, int]:
+    """One model on all sites' training rows together; returns it and the steps it took."""
+    pooled = concat_sites(list(train_sets.values()))
+    return _train_rounds(build_model(spec, seed=seed), POOLED, pooled, val_sets, task, settings,
                          rounds=rounds, seed=seed, device=device, on_round=on_round)  # fmt: skip
 
 
@@ -75,10 +93,10 @@ def train_local_only(
     seed: int,
     device: torch.device,
     on_round: RoundCallback | None = None,
-) -> dict[str, MultimodalModel]:
-    """Train one model per site on that site's rows alone, with the federation's budget."""
+) -> dict[str, tuple[MultimodalModel, int]]:
+    """One model per site on that site's rows alone; per site the model and its steps."""
     return {
-        site: _train_rounds(build_model(spec, seed=seed), dataset, {site: val_sets[site]}, task, settings,
+        site: _train_rounds(build_model(spec, seed=seed), site, dataset, {site: val_sets[site]}, task, settings,
                             rounds=rounds, seed=seed, device=device, on_round=on_round)  # fmt: skip
         for site, dataset in train_sets.items()
     }

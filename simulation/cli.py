@@ -6,7 +6,9 @@ import logging
 import sys
 from pathlib import Path
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+from server.default_config import CONFIG_DIR
+
+__all__ = ["main", "CONFIG_DIR"]
 
 USAGE = """usage: fedfusion COMMAND [overrides]
 

@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from server.settings import RunSettings
 
-__all__ = ["SimulationConfig", "BASELINES", "default_run_settings"]
+__all__ = ["SimulationConfig", "BASELINES"]
 
 BASELINES = ("pooled", "local")
 
@@ -27,7 +27,7 @@ class SimulationConfig:
     val_fraction: float
     test_fraction: float
     baselines: tuple[str, ...]
-    bootstrap: int
+    repeats: int
     privacy: str
     max_samples: int | None
     run: RunSettings
@@ -44,24 +44,13 @@ class SimulationConfig:
         if unknown:
             raise ValueError(f"baselines: unknown {unknown}; known: {list(BASELINES)}")
         partition = dict(resolved["partition"])
-        strategy = dict(resolved["strategy"])
-        model = dict(resolved["model"])
-        model["fusion"] = dict(resolved["fusion"])
         privacy = dict(resolved["privacy"])
         if privacy.get("name") != "none":
             raise ValueError(f"privacy={privacy.get('name')!r} is not available; use privacy=none")
-        run = RunSettings.from_dict(
-            {
-                "rounds": int(resolved["rounds"]),
-                "seed": int(resolved["seed"]),
-                "task": str(resolved["task"]["name"]),
-                "num_sites": int(resolved["num_sites"]),
-                "train": dict(resolved["train"]),
-                "model": model,
-                "strategy": strategy,
-                "device": str(resolved["device"]),
-            }
-        )
+        run = RunSettings.from_config(resolved)
+        repeats = resolved.get("repeats", 1)
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise ValueError(f"repeats: expected an integer >= 1, got {repeats!r}")
         return cls(
             name=str(resolved["name"]),
             dataset=str(resolved["data"]["name"]),
@@ -72,21 +61,9 @@ class SimulationConfig:
             val_fraction=float(resolved["split"]["val_fraction"]),
             test_fraction=float(resolved["split"]["test_fraction"]),
             baselines=baselines,
-            bootstrap=int(resolved["bootstrap"]),
+            repeats=repeats,
             privacy=str(privacy["name"]),
             max_samples=None if resolved.get("max_samples") is None else int(resolved["max_samples"]),
             run=run,
             resolved=resolved,
         )
-
-
-def default_run_settings(overrides: list[str] | None = None) -> RunSettings:
-    """Run settings of ``configs/config.yaml`` (plus Hydra ``overrides``), for ``flwr run .``
-    without fedfusion's driver: the YAML stays the one source of defaults."""
-    from hydra import compose, initialize_config_dir
-
-    from simulation.cli import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides or []))
-    return SimulationConfig.from_cfg(cfg).run

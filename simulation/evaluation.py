@@ -1,93 +1,83 @@
-"""Evaluate trained models on every site's test split, with bootstrap confidence intervals,
-the mean over sites (the headline) and the pooled-test figure beside it."""
+"""Summaries of what the sites reported: per-site figures with intervals, the mean over the
+readable sites (the headline), and, in simulation only, the pooled-test figure.
+
+Federated and personalised figures come from the sites themselves (the final Flower
+evaluation round, :mod:`server.final_evaluation`). The pooled and local-only baselines are
+scored with the very same function a site runs, :func:`client.site_evaluation.evaluate_at_site`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from client.data import SiteDataset
+from client.site_evaluation import SiteEvaluation, evaluate_at_site
 from client.train import predict
 from fusion_models.task import Task
 
-__all__ = ["SitePredictions", "predict_sites", "bootstrap_metrics", "summarise_method"]
+__all__ = ["evaluate_sites", "pooled_test_metrics", "summarise_method"]
 
 
-@dataclass
-class SitePredictions:
-    """One site's test targets and scores under one method."""
+def evaluate_sites(
+    model_for: Callable[[str], torch.nn.Module],
+    val_sets: dict[str, SiteDataset],
+    test_sets: dict[str, SiteDataset],
+    task: Task,
+    *,
+    model_name: str,
+    device: torch.device,
+    n_boot: int,
+    seed: int,
+) -> list[SiteEvaluation]:
+    """What each site would report for ``model_for(site)`` (baselines: run centrally, same code)."""
+    return [
+        evaluate_at_site(model_for(site), site=site, model_name=model_name, val_set=val_sets[site], test_set=test,
+                         task=task, device=device, n_boot=n_boot, seed=seed + i)  # fmt: skip
+        for i, (site, test) in enumerate(test_sets.items())
+    ]
 
-    site: str
-    target: np.ndarray
-    scores: np.ndarray
 
-
-def predict_sites(
-    model_for: Callable[[str], torch.nn.Module], tests: dict[str, SiteDataset], task: Task, *, device: torch.device
-) -> list[SitePredictions]:
-    """Scores of ``model_for(site)`` on each site's test split."""
-    out = []
-    for site, dataset in tests.items():
-        target, scores, _ = predict(model_for(site), dataset, task, device=device)
-        out.append(SitePredictions(site=site, target=target, scores=scores))
-    return out
-
-
-def bootstrap_metrics(
-    task: Task, target: np.ndarray, scores: np.ndarray, *, n_boot: int, seed: int, level: float = 0.95
-) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap interval of every metric of ``task`` (rows resampled together)."""
-    rng = np.random.default_rng(seed)
-    n = len(target)
-    draws: dict[str, list[float]] = {}
-    if n == 0 or n_boot <= 0:
+def pooled_test_metrics(
+    model_for: Callable[[str], torch.nn.Module], test_sets: dict[str, SiteDataset], task: Task, *, device: torch.device
+) -> dict[str, float]:
+    """Simulation only: one metric over every site's test rows together, each scored by its site's model."""
+    targets, scores = [], []
+    for site, dataset in test_sets.items():
+        target, score, _ = predict(model_for(site), dataset, task, device=device)
+        targets.append(target)
+        scores.append(score)
+    if not targets or sum(len(t) for t in targets) == 0:
         return {}
-    for _ in range(n_boot):
-        index = rng.integers(0, n, size=n)
-        for name, value in task.metrics(target[index], scores[index]).items():
-            if np.isfinite(value):
-                draws.setdefault(name, []).append(float(value))
-    alpha = (1.0 - level) / 2
-    intervals = {}
-    for name, values in draws.items():
-        if len(values) >= 20:  # fewer valid resamples give no honest interval
-            intervals[name] = (float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha)))
-    return intervals
+    return {k: float(v) for k, v in task.metrics(np.concatenate(targets), np.concatenate(scores)).items()}
 
 
-def _count_key(task: Task) -> str | None:
-    return {"binary": "n_pos", "survival": "n_events"}.get(task.name)
+def summarise_method(evaluations: list[SiteEvaluation], *, metrics: list[str], pooled: dict[str, float]) -> dict:
+    """Per-site rows, the mean over readable sites (``site_mean``) and over all sites.
 
-
-def summarise_method(
-    predictions: list[SitePredictions], task: Task, *, metrics: list[str], n_boot: int, seed: int
-) -> dict:
-    """Per-site metrics with intervals, their mean over sites, and the pooled-test metrics.
-
-    Sites where a metric is undefined (e.g. one class in the test split) are left out of that
-    metric's mean, and ``site_mean_n`` says how many sites entered it.
+    A site enters a metric's mean when it is readable (``client.site_evaluation.READABLE_RULE``)
+    and the metric is defined there; ``site_mean_n`` counts them and ``site_mean_all``
+    averages every site where the metric is defined, flagged ones included.
     """
     per_site: dict[str, dict] = {}
-    for i, p in enumerate(predictions):
-        values = task.metrics(p.target, p.scores)
-        intervals = bootstrap_metrics(task, p.target, p.scores, n_boot=n_boot, seed=seed + i)
-        row: dict = {m: float(values.get(m, float("nan"))) for m in metrics}
-        row.update({f"{m}_ci": list(intervals[m]) for m in metrics if m in intervals})
-        row["n"] = int(len(p.target))
-        key = _count_key(task)
-        if key is not None and key in values:
-            row[key] = int(values[key])
-        per_site[p.site] = row
-    site_mean, site_mean_n = {}, {}
+    for e in evaluations:
+        row: dict = {m: float(e.metrics.get(m, float("nan"))) for m in metrics}
+        row.update({f"{m}_ci": list(e.intervals[m]) for m in metrics if m in e.intervals})
+        row["n"] = e.n
+        for key in ("n_pos", "n_events"):
+            if key in e.metrics and np.isfinite(e.metrics[key]):
+                row[key] = int(e.metrics[key])
+        row.update(threshold=e.threshold, threshold_source=e.threshold_source, readable=e.readable, note=e.note,
+                   train_steps=e.train_steps)  # fmt: skip
+        per_site[e.site] = row
+    site_mean, site_mean_n, site_mean_all = {}, {}, {}
     for m in metrics:
-        finite = [r[m] for r in per_site.values() if np.isfinite(r[m])]
-        site_mean[m] = float(np.mean(finite)) if finite else float("nan")
-        site_mean_n[m] = len(finite)
-    pooled_target = np.concatenate([p.target for p in predictions]) if predictions else np.zeros(0)
-    pooled_scores = np.concatenate([p.scores for p in predictions]) if predictions else np.zeros(0)
-    pooled_values = task.metrics(pooled_target, pooled_scores) if len(pooled_target) else {}
-    pooled = {m: float(pooled_values.get(m, float("nan"))) for m in metrics}
-    return {"per_site": per_site, "site_mean": site_mean, "site_mean_n": site_mean_n, "pooled_test": pooled}
+        readable = [r[m] for r in per_site.values() if r["readable"] and np.isfinite(r[m])]
+        every = [r[m] for r in per_site.values() if np.isfinite(r[m])]
+        site_mean[m] = float(np.mean(readable)) if readable else float("nan")
+        site_mean_n[m] = len(readable)
+        site_mean_all[m] = float(np.mean(every)) if every else float("nan")
+    return {"per_site": per_site, "site_mean": site_mean, "site_mean_n": site_mean_n, "site_mean_all": site_mean_all,
+            "pooled_test": {m: float(pooled.get(m, float("nan"))) for m in metrics}}  # fmt: skip

@@ -25,9 +25,10 @@ from client.train import resolve_device
 from fusion_models.model import ModelSpec, build_model
 from fusion_models.task import Task, make_task
 from server.checkpoint import load_checkpoint
+from server.final_evaluation import SITE_EVALUATION_FILE, read_site_evaluations
 from simulation.baselines import train_local_only, train_pooled
 from simulation.config import SimulationConfig
-from simulation.evaluation import predict_sites, summarise_method
+from simulation.evaluation import evaluate_sites, pooled_test_metrics, summarise_method
 from simulation.explanations import collect_explanations
 from simulation.flower_runner import FederationError, run_federation
 from simulation.prepare import prepare_sites
@@ -93,6 +94,7 @@ def _run_federation(config: SimulationConfig, run_dir: Path, sites: int, console
 
 def _baseline(name: str, config: SimulationConfig, data, spec: ModelSpec, task: Task, log: MetricsLog,
               device: torch.device, console: Console):  # fmt: skip
+    """Train one baseline; returns (site -> model, seconds, steps per site)."""
     def on_round(server_round: int, site: str, metrics: dict[str, float]) -> None:
         log.add(method=name, round=server_round, site=site, split="val", metrics=metrics)
 
@@ -101,8 +103,10 @@ def _baseline(name: str, config: SimulationConfig, data, spec: ModelSpec, task: 
         trainer = train_pooled if name == "pooled" else train_local_only
         trained = trainer(data["train"], data["val"], spec, task, config.run.train, rounds=config.run.rounds,
                           seed=config.run.seed, device=device, on_round=on_round)  # fmt: skip
-    model_for = (lambda site: trained) if name == "pooled" else (lambda site: trained[site])
-    return model_for, time.monotonic() - start
+    if name == "pooled":
+        model, steps = trained
+        return (lambda site: model), time.monotonic() - start, {site: steps for site in data["test"]}
+    return (lambda site: trained[site][0]), time.monotonic() - start, {site: n for site, (_, n) in trained.items()}
 
 
 def simulate(config: SimulationConfig, run_dir: Path, console: Console | None = None) -> dict[str, Any]:
@@ -147,13 +151,28 @@ def simulate(config: SimulationConfig, run_dir: Path, console: Console | None = 
     federated_rows(run_dir / "federated" / "site_metrics.jsonl", log)
     metrics = TABLE_METRICS[task.name]
     methods: dict[str, Any] = {}
-    models = {"federated": lambda site: global_model}
+    reported, failures = read_site_evaluations(run_dir / "federated" / SITE_EVALUATION_FILE)
+    for failure in failures:
+        warnings_list.append(f"final evaluation: {failure}")
+    site_models = {"federated": "global", "personalized": "personalized"}
+    for name, kind in site_models.items():
+        evaluations = [e for e in reported if e.model == kind]
+        if not evaluations:
+            continue
+        pooled = pooled_test_metrics(lambda site: global_model, data["test"], task, device=device) if kind == "global" else {}
+        methods[name] = summarise_method(evaluations, metrics=metrics, pooled=pooled)
+        methods[name]["seconds"] = round(seconds["federated"], 1)
+        methods[name]["source"] = "reported by the sites (Flower final evaluation round)"
+        log.add_summary(name, config.run.rounds, methods[name])
     for name in config.baselines:
-        models[name], seconds[name] = _baseline(name, config, data, spec, task, log, device, console)
-    for name, model_for in models.items():
-        predictions = predict_sites(model_for, data["test"], task, device=device)
-        methods[name] = summarise_method(predictions, task, metrics=metrics, n_boot=config.bootstrap, seed=config.run.seed)
+        model_for, seconds[name], steps = _baseline(name, config, data, spec, task, log, device, console)
+        evaluations = evaluate_sites(model_for, data["val"], data["test"], task, model_name=name, device=device,
+                                     n_boot=config.run.bootstrap, seed=config.run.seed)  # fmt: skip
+        evaluations = [replace(e, train_steps=steps[e.site]) for e in evaluations]
+        pooled = pooled_test_metrics(model_for, data["test"], task, device=device)
+        methods[name] = summarise_method(evaluations, metrics=metrics, pooled=pooled)
         methods[name]["seconds"] = round(seconds[name], 1)
+        methods[name]["source"] = "simulation only: scored centrally with the sites' evaluation code"
         log.add_summary(name, config.run.rounds, methods[name])
     explanations = collect_explanations(global_model, data["test"], device=device)
     _add_round_means(log)

@@ -3,63 +3,122 @@
 import json
 
 import numpy as np
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
+from client import messages as keys
 from client.app import app as client_app
+from client.data import load_site_dataset
 from client.features import FeatureSpec, merge_statistics
+from client.manifest import read_manifest
+from client.messages import RoundConfig
+from client.personalization import load_personal_model
 from client.schema import Schema
+from client.settings import PersonalizationSettings, TrainSettings
+from client.site_evaluation import SiteEvaluation, evaluate_at_site
 from fusion_models.model import build_model
+from fusion_models.task import make_task
 from server.model_setup import make_model_spec
 from server.settings import ModelSettings
 from tests.conftest import write_image_sites
 
 
-def _context(manifest) -> Context:
-    return Context(run_id=1, node_id=1, node_config={"manifest": str(manifest)}, state=RecordDict(), run_config={})
+def _context(manifest, state_dir=None) -> Context:
+    node_config = {"manifest": str(manifest)}
+    if state_dir is not None:
+        node_config["state-dir"] = str(state_dir)
+    return Context(run_id=1, node_id=1, node_config=node_config, state=RecordDict(), run_config={})
 
 
-def _send(message_type: str, content: RecordDict, manifest) -> Message:
+def _send(message_type: str, content: RecordDict, manifest, state_dir=None) -> Message:
     msg = Message(content=content, dst_node_id=1, message_type=message_type)
-    return client_app(msg, _context(manifest))
+    return client_app(msg, _context(manifest, state_dir))
 
 
-def _setup(tmp_path, task_identity, missing_every=0):
-    paths = write_image_sites(tmp_path, sites={"a": 30}, missing_image_every=missing_every)
-    reply = _send("query", RecordDict({"config": ConfigRecord({"query": "feature-statistics"})}), paths[0])
-    stats = json.loads(reply.content["statistics"]["json"])
+def _setup(tmp_path, missing_every=0, n=30, with_splits=False):
+    paths = write_image_sites(tmp_path, sites={"a": n}, missing_image_every=missing_every)
+    if with_splits:
+        import pandas as pd
+
+        table = pd.read_csv(paths[0])
+        table["split"] = (["train"] * 3 + ["val", "test"]) * (n // 5)
+        table.to_csv(paths[0], index=False)
+    reply = _send("query", RecordDict({keys.CONFIG: ConfigRecord({keys.QUERY_KIND: keys.STATISTICS_QUERY})}), paths[0])
+    stats = json.loads(reply.content[keys.STATISTICS][keys.STATISTICS_JSON])
     features = merge_statistics([stats], schema=Schema.from_dict(stats["schema"]), task=stats["task"])
     spec = make_model_spec(features, ModelSettings(feature_dim=8))
-    config = {"task": "binary", "feature-spec": features.to_json(), "model-spec": json.dumps(spec.to_dict()),
-              "seed": 0, "device": "cpu", "server-round": 1}
-    return paths[0], stats, features, spec, config
+    return paths[0], stats, features, spec
+
+
+def _config(features, spec, **changes) -> RoundConfig:
+    values = {"task": "binary", "feature_spec": features.to_json(), "model_spec": json.dumps(spec.to_dict()),
+              "seed": 0, "device": "cpu", "train": TrainSettings(epochs=1.0, batch_size=8, weight_decay=0.0)}
+    return RoundConfig(**{**values, **changes})
 
 
 def test_query_train_and_evaluate(tmp_path, task_identity):
-    manifest, stats, features, spec, config = _setup(tmp_path, task_identity)
+    manifest, stats, features, spec = _setup(tmp_path)
     assert stats["site"] == "a" and stats["n"] == 30 and "sample_id" not in json.dumps(stats["numeric"])
     model = build_model(spec, seed=0)
-    train_config = ConfigRecord({**config, "epochs": 1.0, "batch-size": 8, "lr": 1e-3, "weight-decay": 0.0, "proximal-mu": 0.0})
-    reply = _send("train", RecordDict({"arrays": ArrayRecord(model.state_dict()), "config": train_config}), manifest)
-    metrics = reply.content["metrics"]
+    config = _config(features, spec).to_record(**{keys.SERVER_ROUND: 1})
+    reply = _send("train", RecordDict({keys.ARRAYS: ArrayRecord(model.state_dict()), keys.CONFIG: config}), manifest)
+    metrics = reply.content[keys.METRICS]
     assert metrics["num-examples"] == 30 and metrics["num-examples.encoders.image"] == 30
-    sent = reply.content["arrays"].to_torch_state_dict()
+    assert metrics["train-steps"] == 4  # ceil(30 / 8) steps of one epoch
+    sent = reply.content[keys.ARRAYS].to_torch_state_dict()
     assert set(sent) == set(model.state_dict())
     changed = [k for k in sent if not np.allclose(sent[k].numpy(), model.state_dict()[k].numpy())]
     assert changed, "training changed no weight"
-    reply = _send("evaluate", RecordDict({"arrays": ArrayRecord(model.state_dict()), "config": ConfigRecord({**config, "split": "train"})}), manifest)
-    assert 0.0 <= reply.content["metrics"]["train-auroc"] <= 1.0
+    reply = _send("evaluate", RecordDict({keys.ARRAYS: ArrayRecord(model.state_dict()),
+                                          keys.CONFIG: _config(features, spec, split="train").to_record()}), manifest)
+    assert reply.content[keys.METRICS]["num-examples"] == 30 and "train-auroc" in reply.content[keys.METRICS]
 
 
 def test_a_site_without_images_sends_no_image_encoder(tmp_path, task_identity):
-    manifest, _, features, spec, config = _setup(tmp_path, task_identity, missing_every=1)
+    manifest, _, features, spec = _setup(tmp_path, missing_every=1)
     # Every image cell is empty here; the run's spec still has images (from other sites).
     features = FeatureSpec.from_json(features.to_json())
     features.modalities, features.files, features.shapes = ["image", "tabular"], {"image": "image"}, {"image": [3, 8, 8]}
     spec = make_model_spec(features, ModelSettings(feature_dim=8))
     model = build_model(spec, seed=0)
-    train_config = ConfigRecord({**config, "feature-spec": features.to_json(), "model-spec": json.dumps(spec.to_dict()),
-                                 "epochs": 1.0, "batch-size": 8, "lr": 1e-3, "weight-decay": 0.0, "proximal-mu": 0.0})
-    reply = _send("train", RecordDict({"arrays": ArrayRecord(model.state_dict()), "config": train_config}), manifest)
-    sent = set(reply.content["arrays"].keys())
+    config = _config(features, spec).to_record(**{keys.SERVER_ROUND: 1})
+    reply = _send("train", RecordDict({keys.ARRAYS: ArrayRecord(model.state_dict()), keys.CONFIG: config}), manifest)
+    sent = set(reply.content[keys.ARRAYS].keys())
     assert sent and not any(k.startswith("encoders.image.") for k in sent)
-    assert reply.content["metrics"]["num-examples.encoders.image"] == 0
+    assert reply.content[keys.METRICS]["num-examples.encoders.image"] == 0
+
+
+def test_final_evaluation_at_the_site_matches_central_scoring(tmp_path, task_identity):
+    manifest, _, features, spec = _setup(tmp_path, n=60, with_splits=True)
+    model = build_model(spec, seed=3)
+    config = _config(features, spec, bootstrap=50,
+                     personalization=PersonalizationSettings(name="finetune", epochs=1.0, min_train_positives=0))
+    state_dir = tmp_path / "state"
+    reply = _send(keys.FINAL_EVALUATION, RecordDict({keys.ARRAYS: ArrayRecord(model.state_dict()),
+                                                     keys.CONFIG: config.to_record(**{keys.SERVER_ROUND: 5})}),
+                  manifest, state_dir)  # fmt: skip
+    reported = [SiteEvaluation.from_dict(d) for d in json.loads(reply.content[keys.EVALUATION][keys.EVALUATION_JSON])]
+    assert [e.model for e in reported] == ["global", "personalized"]
+    assert reply.content.array_records == {}, "the final evaluation sends figures only, no weights"
+
+    # The same model scored centrally on the same rows gives the same figures.
+    site = read_manifest(manifest)
+    val, test = (load_site_dataset(site, features, split=s) for s in ("val", "test"))
+    at_site = reported[0]  # its intervals use the site's own seed: compare point figures and threshold
+    central = evaluate_at_site(model, site="a", model_name="global", val_set=val, test_set=test,
+                               task=make_task("binary"), device=torch.device("cpu"), n_boot=0, seed=0)  # fmt: skip
+    assert at_site.n == central.n == 12
+    assert at_site.threshold == central.threshold
+    for name in ("auroc", "auprc", "balanced_accuracy", "f1", "ece"):
+        assert np.isclose(at_site.metrics[name], central.metrics[name], equal_nan=True), name
+    assert "auroc" in at_site.intervals
+
+    # The personalised weights stay at the site, on its disk, and read back after a restart.
+    saved = load_personal_model(state_dir / "personal.pt")
+    assert saved["meta"]["site"] == "a" and saved["meta"]["steps"] == reported[1].train_steps > 0
+    restored = build_model(spec)
+    restored.load_state_dict(saved["state_dict"])
+    again = evaluate_at_site(restored, site="a", model_name="personalized", val_set=val, test_set=test,
+                             task=make_task("binary"), device=torch.device("cpu"), n_boot=0, seed=0)  # fmt: skip
+    assert np.isclose(again.metrics["auroc"], reported[1].metrics["auroc"])
+    assert not np.isclose(again.metrics["loss"], at_site.metrics["loss"]), "fine-tuning changed the model"

@@ -9,7 +9,8 @@ from hydra import compose, initialize_config_dir
 
 from client.data import load_site_dataset
 from client.features import merge_statistics, site_statistics
-from client.train import TrainSettings, evaluate, train_local
+from client.settings import TrainSettings
+from client.train import evaluate, train_local
 from fusion_models.model import build_model
 from fusion_models.task import make_task
 from server.model_setup import make_model_spec

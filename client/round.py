@@ -1,0 +1,89 @@
+"""One site, one round: the single training function every party uses.
+
+The ClientApp, the pooled and local-only baselines and the benchmarks all train through
+:func:`train_round`, so whatever a round does (label-skew adjustment, FedProx, and later
+DP-SGD and update checks) cannot be skipped by any of them. It returns exactly what a site
+sends back: the modules it trained and the samples that trained each (the server's
+per-module weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+
+from client.data import SiteDataset
+from client.label_skew import label_offsets
+from client.messages import NUM_EXAMPLES, module_weight_key
+from client.settings import TrainSettings
+from client.train import train_local
+from fusion_models.model import MultimodalModel, module_of
+from fusion_models.task import Task
+
+__all__ = ["RoundResult", "train_round", "site_update", "round_seed"]
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What one site's round produced.
+
+    Args:
+        state: the modules the site trained (state-dict entries), on the CPU.
+        counts: ``num-examples`` and ``num-examples.<module>``: the per-module weights.
+        loss: mean training loss over the round's steps (nan when the site had no rows).
+        steps: optimisation steps made.
+        samples: sample passes made.
+    """
+
+    state: dict[str, torch.Tensor]
+    counts: dict[str, int]
+    loss: float
+    steps: int
+    samples: int
+
+    def metrics(self) -> dict[str, float]:
+        """The reply's MetricRecord content: the weights plus ``train-loss/steps/samples``."""
+        return {**self.counts, "train-loss": self.loss, "train-steps": self.steps, "train-samples": self.samples}
+
+
+def train_round(
+    model: MultimodalModel,
+    dataset: SiteDataset,
+    task: Task,
+    settings: TrainSettings,
+    *,
+    seed: int,
+    device: torch.device,
+) -> RoundResult:
+    """Train ``model`` in place for one round on ``dataset``; returns what the site sends.
+
+    The label-skew offset comes from ``dataset``'s own labels (a site knows its own counts).
+    """
+    offset = label_offsets(settings.label_skew, task, dataset.target)
+    result = train_local(model, dataset, task, settings, seed=seed, device=device, label_offset=offset)
+    state, counts = site_update(model, dataset)
+    return RoundResult(state=state, counts=counts, loss=float(result["loss"]), steps=int(result["steps"]),
+                       samples=int(result["samples"]))  # fmt: skip
+
+
+def site_update(model: MultimodalModel, dataset: SiteDataset) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """State of the modules this site trained, and the per-module sample counts.
+
+    A site sends an encoder only when some of its samples carry that modality and the head
+    uses it; the fusion head always.
+    """
+    counts = dataset.presence_counts()
+    used = model.used_modalities
+    trained = {f"encoders.{m}" for m, n in counts.items() if n > 0 and m in used} | {"fusion"}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items() if module_of(k) in trained}
+    metrics = {NUM_EXAMPLES: len(dataset), module_weight_key("fusion"): len(dataset)}
+    metrics.update({module_weight_key(f"encoders.{m}"): n for m, n in counts.items()})
+    return state, metrics
+
+
+def round_seed(base: int, server_round: int, site: str) -> int:
+    """The seed of one site's local training in one round, stable across processes."""
+    digest = hashlib.sha256(f"{base}|{server_round}|{site}".encode()).hexdigest()
+    return int(digest[:8], 16)
