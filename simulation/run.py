@@ -32,6 +32,7 @@ from simulation.evaluation import evaluate_sites, pooled_test_metrics, summarise
 from simulation.explanations import collect_explanations
 from simulation.flower_runner import FederationError, run_federation
 from simulation.prepare import prepare_sites
+from simulation.repeats import aggregate_repeats, paired_comparison, repeats_markdown
 from simulation.report import print_results, write_all
 from simulation.results import MEAN_SITE, MetricsLog, federated_rows, json_safe
 
@@ -110,8 +111,49 @@ def _baseline(name: str, config: SimulationConfig, data, spec: ModelSpec, task: 
 
 
 def simulate(config: SimulationConfig, run_dir: Path, console: Console | None = None) -> dict[str, Any]:
-    """Run everything for one config and write the run folder; returns the summary."""
+    """Run ``config.repeats`` seeds and write the run folder; returns the summary.
+
+    One repeat writes its outputs into ``run_dir``. Several write ``run_dir/repeat_<k>/``
+    each (seed ``seed + k``: its own split and initialisation), and ``run_dir/summary.json``
+    keeps every repeat, the mean and std of each figure and the paired comparisons.
+    """
     console = console or Console()
+    if config.repeats == 1:
+        return _simulate_once(config, run_dir, console)
+    summaries = []
+    for k in range(config.repeats):
+        seed = config.run.seed + k
+        console.rule(f"repeat {k + 1}/{config.repeats} (seed {seed})")
+        one = replace(config, repeats=1, run=replace(config.run, seed=seed))
+        summaries.append(_simulate_once(one, run_dir / f"repeat_{k}", console))
+    return _write_repeats(config, run_dir, summaries, console)
+
+
+def _write_repeats(config: SimulationConfig, run_dir: Path, summaries: list[dict], console: Console) -> dict[str, Any]:
+    first = summaries[0]
+    aggregate = aggregate_repeats(summaries)
+    federated = [m for m in ("personalized", "federated") if m in aggregate]
+    others = [m for m in aggregate if m not in ("federated", "personalized")]
+    paired = [paired_comparison(summaries, a, b) for a in federated for b in others]
+    if "personalized" in aggregate and "federated" in aggregate:
+        paired.insert(0, paired_comparison(summaries, "personalized", "federated"))
+    summary = {"name": config.name, "dataset": config.dataset, "task": first["task"], "headline": first["headline"],
+               "higher_is_better": first["higher_is_better"], "repeats": len(summaries),
+               "seeds": [config.run.seed + k for k in range(len(summaries))], "aggregate": aggregate,
+               "paired": paired, "runs": summaries}  # fmt: skip
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.resolved, sort_keys=False))
+    atomic_write_text(run_dir / "summary.json", json.dumps(json_safe(summary), indent=2))
+    lines = [f"# {config.name}: {len(summaries)} repeats", "",
+             *repeats_markdown(aggregate, paired, first["headline"], len(summaries)),
+             *(f"- [repeat {k} (seed {seed})](repeat_{k}/report.md)" for k, seed in enumerate(summary["seeds"])), ""]
+    atomic_write_text(run_dir / "report.md", "\n".join(lines))
+    console.print("\n".join(repeats_markdown(aggregate, paired, first["headline"], len(summaries))), highlight=False)
+    console.print(f"outputs: [bold]{run_dir}[/] (report.md, summary.json, repeat_*/)")
+    return summary
+
+
+def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console) -> dict[str, Any]:
+    """One seed: sites, the federation, the baselines, and the run folder."""
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.resolved, sort_keys=False))
     warnings_list: list[str] = []

@@ -1,0 +1,93 @@
+"""Figures that survive a second seed: means and spreads over repeats, and paired
+comparisons of methods within each repeat (same split, same initialisation)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["aggregate_repeats", "paired_comparison", "repeats_markdown"]
+
+
+def _stats(values: list[float]) -> dict[str, float | int]:
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    if not finite:
+        return {"mean": float("nan"), "std": float("nan"), "n": 0}
+    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan")
+    return {"mean": float(np.mean(finite)), "std": std, "n": len(finite)}
+
+
+def aggregate_repeats(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method: mean and std over repeats of each site-mean metric, and of each site's headline."""
+    out: dict[str, Any] = {}
+    methods = sorted({m for s in summaries for m in s["methods"]}, key=lambda m: [*summaries[0]["methods"]].index(m)
+                     if m in summaries[0]["methods"] else 99)  # fmt: skip
+    headline = summaries[0]["headline"]
+    for method in methods:
+        runs = [s["methods"][method] for s in summaries if method in s["methods"]]
+        metrics = sorted({k for r in runs for k in r["site_mean"]})
+        sites = sorted({site for r in runs for site in r["per_site"]})
+        out[method] = {
+            "site_mean": {m: _stats([r["site_mean"].get(m, float("nan")) for r in runs]) for m in metrics},
+            "per_site": {site: _stats([r["per_site"][site][headline] for r in runs if site in r["per_site"]])
+                         for site in sites},  # fmt: skip
+            "readable": {site: all(r["per_site"][site].get("readable", True) for r in runs if site in r["per_site"])
+                         for site in sites},  # fmt: skip
+        }
+    return out
+
+
+def paired_comparison(summaries: list[dict[str, Any]], first: str, second: str) -> dict[str, Any]:
+    """``first`` against ``second`` on the headline, repeat by repeat.
+
+    Returns the per-repeat differences of the site mean with their mean and std, and per
+    site how many repeats each method won (ties counted apart).
+    """
+    headline = summaries[0]["headline"]
+    sign = 1.0 if summaries[0].get("higher_is_better", True) else -1.0
+    diffs, sites = [], {}
+    for s in summaries:
+        a, b = s["methods"].get(first), s["methods"].get(second)
+        if a is None or b is None:
+            continue
+        diffs.append(a["site_mean"][headline] - b["site_mean"][headline])
+        for site in a["per_site"]:
+            if site not in b["per_site"]:
+                continue
+            x, y = a["per_site"][site][headline], b["per_site"][site][headline]
+            wins = sites.setdefault(site, {first: 0, second: 0, "ties": 0, "readable": True})
+            wins["readable"] = wins["readable"] and bool(a["per_site"][site].get("readable", True))
+            if not (np.isfinite(x) and np.isfinite(y)) or x == y:
+                wins["ties"] += 1
+            else:
+                wins[first if sign * (x - y) > 0 else second] += 1
+    return {"first": first, "second": second, "metric": headline, "differences": diffs, **_stats(diffs),
+            "per_site": sites}  # fmt: skip
+
+
+def _fmt(stats: dict[str, Any]) -> str:
+    if not stats.get("n"):
+        return "n/a"
+    return f"{stats['mean']:.3f}" + (f" ± {stats['std']:.3f}" if np.isfinite(stats["std"]) else "")
+
+
+def repeats_markdown(aggregate: dict[str, Any], paired: list[dict[str, Any]], headline: str, repeats: int) -> list[str]:
+    """Markdown tables: each method's site mean ± std over repeats, per-site means, paired wins."""
+    sites = sorted({site for a in aggregate.values() for site in a["per_site"]})
+    flag = {site: any(not a["readable"].get(site, True) for a in aggregate.values()) for site in sites}
+    header = ["method", f"mean over readable sites ({repeats} repeats)"] + [f"{s}{' †' if flag[s] else ''}" for s in sites]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, a in aggregate.items():
+        cells = [method, f"**{_fmt(a['site_mean'].get(headline, {}))}**"] + [_fmt(a["per_site"].get(s, {})) for s in sites]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Values are {headline}, mean ± std over repeats. † flagged: too few test positives to read "
+              "in at least one repeat (shown, not in the mean).", ""]
+    if paired:
+        lines += ["| comparison | Δ site mean (mean ± std) | per site: wins / losses / ties |", "|---|---|---|"]
+        for p in paired:
+            wins = "; ".join(f"{site}{' †' if not w['readable'] else ''} {w[p['first']]}/{w[p['second']]}/{w['ties']}"
+                             for site, w in sorted(p["per_site"].items()))  # fmt: skip
+            lines.append(f"| {p['first']} − {p['second']} | {_fmt(p)} | {wins} |")
+        lines.append("")
+    return lines
