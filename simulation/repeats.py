@@ -84,7 +84,7 @@ def repeats_markdown(aggregate: dict[str, Any], paired: list[dict[str, Any]], he
     lines += ["", f"Values are {headline}, mean ± std over repeats. † flagged: too few test positives to read "
               "in at least one repeat (shown, not in the mean).", ""]
     if paired:
-        lines += ["| comparison | Δ site mean (mean ± std) | per site: wins / losses / ties |", "|---|---|---|"]
+        lines += ["| comparison | Δ site mean (mean ± std) | per site: wins / losses / ties or n/a |", "|---|---|---|"]
         for p in paired:
             wins = "; ".join(f"{site}{' †' if not w['readable'] else ''} {w[p['first']]}/{w[p['second']]}/{w['ties']}"
                              for site, w in sorted(p["per_site"].items()))  # fmt: skip

@@ -1,0 +1,117 @@
+"""Federated utility benchmark: does joining the federation pay every site?
+
+Runs ``fedfusion simulate`` (real Flower SuperLink, site-side evaluation) for each recipe
+over ``--repeats`` seeds and compares, repeat by repeat, the federated and personalised
+models against pooled and local-only training, and recipes against each other.
+
+Usage: ``python -m benchmarks.federated_utility --repeats 3``; results go to
+``benchmarks/results/federated_utility/{results.json,results.md}`` with the command, the
+package versions and the git commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from rich.console import Console
+
+from client.atomic_io import atomic_write_text
+from server.default_config import CONFIG_DIR
+from simulation.config import SimulationConfig
+from simulation.repeats import paired_comparison, repeats_markdown
+from simulation.results import json_safe
+from simulation.run import simulate
+
+__all__ = ["RECIPES", "main"]
+
+#: name -> Hydra overrides; every recipe runs on the same seeds, so recipes pair by seed.
+RECIPES: dict[str, list[str]] = {
+    "fedavg": [],
+    "logit_adjust+finetune": ["train.label_skew=logit_adjust", "personalization=finetune"],
+}
+_DATASETS = {"ham10000": ["data=ham10000"], "tcga_brca": ["data=tcga_brca"]}
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _config(overrides: list[str]) -> SimulationConfig:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return SimulationConfig.from_cfg(compose(config_name="config", overrides=overrides))
+
+
+def _cross_recipe(runs: dict[str, dict], method: str) -> list[dict[str, Any]]:
+    """Each recipe's ``method`` against the first recipe's, paired by seed."""
+    names = list(runs)
+    out = []
+    for name in names[1:]:
+        merged = []
+        for a, b in zip(runs[name]["runs"], runs[names[0]]["runs"]):
+            if method in a["methods"] and method in b["methods"]:
+                merged.append({**a, "methods": {f"{name}:{method}": a["methods"][method],
+                                                f"{names[0]}:{method}": b["methods"][method]}})  # fmt: skip
+        if merged:
+            out.append(paired_comparison(merged, f"{name}:{method}", f"{names[0]}:{method}"))
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run every recipe on every data set; write results.json and results.md; returns the results."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.federated_utility", description=__doc__.split("\n\n")[0])
+    p.add_argument("--datasets", nargs="+", default=["ham10000"], choices=sorted(_DATASETS))
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=sorted(RECIPES))
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="extra Hydra override")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/federated_utility"))
+    args = p.parse_args(argv)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    results: dict[str, Any] = {
+        "benchmark": "federated_utility", "schema_version": 1,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python -m benchmarks.federated_utility " + " ".join(sys.argv[1:] if argv is None else argv),
+        "git_commit": _git_commit(), "python": platform.python_version(),
+        "versions": {pkg: version(pkg) for pkg in ("torch", "flwr", "monai", "opacus")},
+        "recipes": {name: RECIPES[name] for name in args.recipes}, "datasets": {},
+    }  # fmt: skip
+    lines = [f"# Federated utility ({args.repeats} repeats)", "", f"`{results['command']}` at {results['git_commit'][:10]}", ""]
+    for dataset in args.datasets:
+        runs: dict[str, dict] = {}
+        for name in args.recipes:
+            overrides = [*_DATASETS[dataset], *RECIPES[name], f"repeats={args.repeats}", *args.override]
+            start = time.monotonic()
+            run_dir = args.out / "runs" / dataset / name.replace("+", "_")
+            runs[name] = simulate(_config(overrides), run_dir, console)
+            runs[name]["wall_s"] = round(time.monotonic() - start, 1)
+            runs[name]["overrides"] = overrides
+        cross = [c for method in ("federated", "personalized") for c in _cross_recipe(runs, method)]
+        results["datasets"][dataset] = {"recipes": {n: {k: r[k] for k in ("aggregate", "paired", "seeds", "wall_s", "overrides")}
+                                                    for n, r in runs.items()}, "cross_recipe": cross}  # fmt: skip
+        for name, r in runs.items():
+            lines += [f"## {dataset}: {name} (`{' '.join(r['overrides'])}`, {r['wall_s']:.0f} s)", "",
+                      *repeats_markdown(r["aggregate"], r["paired"], r["headline"], r["repeats"])]  # fmt: skip
+        if cross:
+            lines += [f"## {dataset}: recipes paired by seed", "",
+                      *repeats_markdown({}, cross, runs[args.recipes[0]]["headline"], args.repeats)[3:]]  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "results.json", json.dumps(json_safe(results), indent=1))
+    atomic_write_text(args.out / "results.md", "\n".join(lines))
+    console.print("\n".join(lines), highlight=False)
+    return results
+
+
+if __name__ == "__main__":
+    main()
