@@ -74,15 +74,17 @@ def _fmt(stats: dict[str, Any]) -> str:
 
 def repeats_markdown(aggregate: dict[str, Any], paired: list[dict[str, Any]], headline: str, repeats: int) -> list[str]:
     """Markdown tables: each method's site mean ± std over repeats, per-site means, paired wins."""
-    sites = sorted({site for a in aggregate.values() for site in a["per_site"]})
-    flag = {site: any(not a["readable"].get(site, True) for a in aggregate.values()) for site in sites}
-    header = ["method", f"mean over readable sites ({repeats} repeats)"] + [f"{s}{' †' if flag[s] else ''}" for s in sites]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for method, a in aggregate.items():
-        cells = [method, f"**{_fmt(a['site_mean'].get(headline, {}))}**"] + [_fmt(a["per_site"].get(s, {})) for s in sites]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Values are {headline}, mean ± std over repeats. † flagged: too few test positives to read "
-              "in at least one repeat (shown, not in the mean).", ""]
+    lines: list[str] = []
+    if aggregate:
+        sites = sorted({site for a in aggregate.values() for site in a["per_site"]})
+        flag = {site: any(not a["readable"].get(site, True) for a in aggregate.values()) for site in sites}
+        header = ["method", f"mean over readable sites ({repeats} repeats)"] + [f"{s}{' †' if flag[s] else ''}" for s in sites]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for method, a in aggregate.items():
+            cells = [method, f"**{_fmt(a['site_mean'].get(headline, {}))}**"] + [_fmt(a["per_site"].get(s, {})) for s in sites]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", f"Values are {headline}, mean ± std over repeats. † flagged: too few test positives to read "
+                  "in at least one repeat (shown, not in the mean).", ""]
     if paired:
         lines += ["| comparison | Δ site mean (mean ± std) | per site: wins / losses / ties or n/a |", "|---|---|---|"]
         for p in paired:
