@@ -1,10 +1,10 @@
 """The results of one run, for people: a terminal table, ``report.md`` and its figures.
 
-The headline is the mean over sites of the per-site metric: each site counts once, as it
-would when deciding whether the model is good enough for *its* patients. The pooled-test
-figure (one metric over all sites' test rows together) is shown beside it, labelled as
-inflated: when the sites' base rates differ, a model that only recognises which site a
-sample comes from ranks well across sites without ranking well within any of them.
+The headline is the mean over the readable sites of the per-site metric: each site counts
+once, as it would when deciding whether the model is good enough for *its* patients. Sites
+with too few test positives or events to read are flagged (†) and shown, but kept out of
+the mean. The pooled-test figure (one metric over all sites' test rows together) is shown
+beside it, and called inflated only where it is higher than the mean over sites.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from client.atomic_io import atomic_write_text
+from client.site_evaluation import READABLE_RULE, THRESHOLD_RULE
 from simulation.explanations import plot_explanations
 from simulation.plots import (
     method_names,
@@ -34,8 +35,11 @@ from simulation.plots import (
 __all__ = ["results_table", "print_results", "write_report", "write_all"]
 
 MEAN_LABEL = "mean over sites"
-POOLED_LABEL = "pooled test (inflated)"
-_FEW = 10  # fewer test positives / events than this: the per-site figure is mostly noise
+POOLED_LABEL = "pooled test"
+INFLATED_LABEL = "pooled test (inflated)"
+FLAG = " †"
+#: The terminal shows these columns (plus the threshold); report.md shows every metric.
+_TERMINAL_METRICS = {"binary": ["auroc", "balanced_accuracy", "f1"], "multiclass": ["auroc", "balanced_accuracy"]}
 _METRICS_COLUMNS = ["method", "round", "site", "split", "metric", "value"]
 
 
@@ -63,11 +67,27 @@ def _fmt(value: object, ci: object = None) -> str:
     return text
 
 
-def _metrics(summary: dict) -> list[str]:
-    """Table columns: ``summary["metrics"]``, with the headline first."""
+def _metrics(summary: dict, *, terminal: bool = False) -> list[str]:
+    """Table columns: ``summary["metrics"]``, with the headline first (fewer on a terminal)."""
     headline = summary["headline"]
     metrics = list(summary.get("metrics") or [headline])
+    if terminal:
+        metrics = [m for m in metrics if m in _TERMINAL_METRICS.get(summary.get("task", ""), metrics)]
     return [headline] + [m for m in metrics if m != headline]
+
+
+def _inflated(summary: dict, method: str) -> bool:
+    """Whether the pooled-test figure reads better than the mean over sites for ``method``."""
+    result = summary["methods"].get(method) or {}
+    pooled, mean = result.get("pooled_test", {}).get(summary["headline"]), result.get("site_mean", {}).get(summary["headline"])
+    if not (_finite(pooled) and _finite(mean)):
+        return False
+    return pooled > mean if summary.get("higher_is_better", True) else pooled < mean
+
+
+def _threshold_cell(row: dict) -> str:
+    threshold = row.get("threshold")
+    return f"{threshold:.2f}" if _finite(threshold) else ""
 
 
 def _count_key(summary: dict) -> str | None:
@@ -94,9 +114,10 @@ def _n_cell(counts: dict, key: str | None) -> str:
     return f"{counts['n']} ({counts[key]} {noun})"
 
 
-def _rows(summary: dict) -> list[_Row]:
+def _rows(summary: dict, *, terminal: bool = False) -> list[_Row]:
     """Per method: each site, then the mean over sites, then the pooled test, formatted."""
-    headline, metrics, key = summary["headline"], _metrics(summary), _count_key(summary)
+    headline, metrics, key = summary["headline"], _metrics(summary, terminal=terminal), _count_key(summary)
+    threshold = summary.get("task") == "binary"
     counts = _test_counts(summary)
     sites = site_names(summary)
     n_sites = len(sites)
@@ -107,7 +128,9 @@ def _rows(summary: dict) -> list[_Row]:
         for site in [s for s in sites if s in per_site] + [s for s in per_site if s not in sites]:
             row = per_site[site]
             cells = [_fmt(row.get(m), row.get(f"{m}_ci") if m == headline else None) for m in metrics]
-            rows.append(_Row(method, site, "site", cells + [_n_cell(counts.get(site, {}), key)]))
+            cells += [_threshold_cell(row)] if threshold else []
+            label = site + (FLAG if row.get("readable") is False else "")
+            rows.append(_Row(method, label, "site", cells + [_n_cell(counts.get(site, {}), key)]))
         mean, mean_n = result.get("site_mean", {}), result.get("site_mean_n", {})
         cells = []
         for m in metrics:
@@ -115,19 +138,22 @@ def _rows(summary: dict) -> list[_Row]:
             if m in mean_n and n_sites and mean_n[m] < n_sites and text != "n/a":
                 text += f" ({mean_n[m]} of {n_sites} sites)"
             cells.append(text)
-        rows.append(_Row(method, MEAN_LABEL, "mean", cells + [""]))
+        rows.append(_Row(method, MEAN_LABEL, "mean", cells + [""] * (2 if threshold else 1)))
         pooled = result.get("pooled_test", {})
-        rows.append(_Row(method, POOLED_LABEL, "pooled", [_fmt(pooled.get(m)) for m in metrics] + [""]))
+        label = INFLATED_LABEL if _inflated(summary, method) else POOLED_LABEL
+        rows.append(_Row(method, label, "pooled", [_fmt(pooled.get(m)) for m in metrics] + [""] * (2 if threshold else 1)))
     return rows
 
 
-def _headers(summary: dict) -> list[str]:
+def _headers(summary: dict, *, terminal: bool = False) -> list[str]:
     higher = summary.get("higher_is_better", True)
     headline = summary["headline"]
     metric_headers = [
-        f"{metric_label(m, higher)} [95% CI]" if m == headline else metric_label(m) for m in _metrics(summary)
+        f"{metric_label(m, higher)} [95% CI]" if m == headline else metric_label(m)
+        for m in _metrics(summary, terminal=terminal)
     ]
-    return ["method", "site"] + metric_headers + ["test n"]
+    threshold = ["threshold"] if summary.get("task") == "binary" else []
+    return ["method", "site"] + metric_headers + threshold + ["test n"]
 
 
 def results_table(summary: dict) -> Table:
@@ -140,10 +166,10 @@ def results_table(summary: dict) -> Table:
         A rich table; headline cells carry their 95% CI where one was computed, NaN shows ``n/a``.
     """
     table = Table(title=f"{summary.get('name', 'run')}: test results", show_lines=False)
-    for i, header in enumerate(_headers(summary)):
+    for i, header in enumerate(_headers(summary, terminal=True)):
         table.add_column(header, justify="left" if i < 2 else "right", no_wrap=i < 2)
     previous = None
-    for row in _rows(summary):
+    for row in _rows(summary, terminal=True):
         style = {"mean": "bold", "pooled": "dim italic"}.get(row.kind, "")
         method = row.method if row.method != previous else ""
         table.add_row(Text(method), Text(row.label, style=style), *(Text(c, style=style) for c in row.cells),
@@ -166,38 +192,48 @@ def _base_rates(summary: dict) -> dict[str, float]:
 
 
 def _explanation(summary: dict) -> str:
-    """Why the headline is the mean over sites and why the pooled-test figure reads high."""
+    """What the headline is, which sites it leaves out, and what the pooled-test figure says here."""
     headline = metric_label(summary["headline"], summary.get("higher_is_better", True))
+    text = (f"Headline: {headline}, the mean over the readable sites of each site's test figure (each site counts "
+            f"once); † marks a site flagged by the rule: {READABLE_RULE}.")
+    if summary.get("task") == "binary":
+        text += f" Threshold metrics use each site's own threshold, chosen by {THRESHOLD_RULE}."
+    inflated = [m for m in method_names(summary) if _inflated(summary, m)]
     rates = _base_rates(summary)
-    noun = "event rates" if summary.get("task") == "survival" else "base rates"
-    spread = f" ({min(rates.values()):.1%} to {max(rates.values()):.1%})" if len(rates) > 1 else ""
-    if summary.get("task") == "regression":
-        why = "the sites' outcome ranges differ, so between-site differences count as signal"
+    if inflated:
+        noun = "event rates" if summary.get("task") == "survival" else "base rates"
+        spread = f" ({min(rates.values()):.1%} to {max(rates.values()):.1%})" if len(rates) > 1 else ""
+        text += (f" The pooled test scores all sites' test rows together; it reads higher than the mean over sites "
+                 f"for {', '.join(inflated)} and is inflated there: the sites' {noun} differ{spread}, so a model "
+                 "that only learns which site a sample comes from scores well on it.")
     else:
-        why = (f"the sites' {noun} differ{spread}, so a model that only learns which site a sample "
-               "comes from scores well on it")
-    return (f"Headline: {headline}, the mean over sites of each site's test figure (each site counts once). "
-            f"The pooled-test row scores all sites' test rows together and is inflated: {why}. "
-            "Read it beside the mean over sites, never instead of it.")
+        text += (" The pooled test scores all sites' test rows together; here it is not higher than the mean over "
+                 "sites, so it adds no between-site inflation to read around.")
+    return text
 
 
 def _caveats(summary: dict) -> list[str]:
-    """Per-site warnings: few test positives/events, and headline undefined at a site."""
-    key, headline = _count_key(summary), summary["headline"]
-    noun = {"n_pos": "positives", "n_events": "events"}.get(key or "", "")
-    out = []
-    for site, counts in _test_counts(summary).items():
-        if key is not None and _finite(counts.get(key)) and counts[key] < _FEW:
-            out.append(f"**{site}**: only {counts[key]} {noun} in its test split; read its figure with its CI.")
-        if key == "n_pos" and _finite(counts.get("n")) and _finite(counts.get("n_pos")):
-            negatives = counts["n"] - counts["n_pos"]
-            if negatives < _FEW:
-                out.append(f"**{site}**: only {negatives} negatives in its test split; read its figure with its CI.")
+    """One line per site: why it is flagged, and for which methods its headline is undefined."""
+    headline = summary["headline"]
+    notes: dict[str, list[str]] = {}
+    undefined: dict[str, list[str]] = {}
     for method in method_names(summary):
         for site, row in (summary["methods"][method] or {}).get("per_site", {}).items():
+            for note in filter(None, (row.get("note") or "").split("; ")):
+                if note not in notes.setdefault(site, []):
+                    notes[site].append(note)
             if not _finite(row.get(headline)):
-                out.append(f"**{site}** ({method}): {metric_label(headline)} is n/a (undefined on its test split, "
-                           "e.g. one class only or no events); it is left out of the mean over sites.")
+                undefined.setdefault(site, []).append(method)
+    out = []
+    for site in [s for s in site_names(summary) if s in notes or s in undefined]:
+        parts = list(notes.get(site, []))
+        flagged = any((summary["methods"][m] or {}).get("per_site", {}).get(site, {}).get("readable") is False
+                      for m in method_names(summary))  # fmt: skip
+        if flagged:
+            parts.append("flagged: shown with its interval, left out of the mean over sites")
+        if site in undefined:
+            parts.append(f"{metric_label(headline)} undefined for {', '.join(undefined[site])}")
+        out.append(f"**{site}**: " + "; ".join(parts) + ".")
     return out
 
 

@@ -32,7 +32,8 @@ def _binary_summary() -> dict:
                 value = 0.6 + 0.05 * i + 0.02 * k + 0.01 * j
                 row[m] = value
                 row[f"{m}_ci"] = [value - 0.05, value + 0.04]
-            row.update(n=100, n_pos=40 if site != "gamma" else 3)
+            row.update(n=100, n_pos=40 if site != "gamma" else 3, threshold=0.35, readable=site != "gamma",
+                       note="" if site != "gamma" else "3 positives and 97 negatives in test")
             per_site[site] = row
         # NaN metric and a missing CI, as the evaluation writes them for a one-class site
         per_site["beta"]["ece"] = NAN
@@ -62,8 +63,8 @@ def _binary_summary() -> dict:
 
 def _survival_summary() -> dict:
     per_site = {
-        "north": {"c_index": 0.68, "c_index_ci": [0.6, 0.75], "mae": 10.0, "n": 80, "n_events": 30},
-        "south": {"c_index": NAN, "mae": 12.0, "n": 40, "n_events": 4},
+        "north": {"c_index": 0.68, "c_index_ci": [0.6, 0.75], "mae": 10.0, "n": 80, "n_events": 30, "readable": True},
+        "south": {"c_index": NAN, "mae": 12.0, "n": 40, "n_events": 4, "readable": False, "note": "4 events in test"},
     }
     return {
         "name": "toy_survival", "task": "survival", "headline": "c_index", "higher_is_better": True,
@@ -142,8 +143,9 @@ def test_write_all_binary(tmp_path: Path) -> None:
     assert "0.600 [0.550, 0.640]" in text  # headline with CI
     assert "n/a" in text  # NaN ECE at beta and NaN pooled AUPRC
     assert "(2 of 3 sites)" in text  # ECE mean left beta out
-    assert re.search(r"\*\*gamma\*\*: only 3 positives .*read its figure with its CI", text)
-    assert "**alpha**: only" not in text
+    assert text.count("**gamma**: 3 positives and 97 negatives in test; flagged") == 1  # one line per site
+    assert "gamma †" in text and "alpha †" not in text and "**alpha**" not in text
+    assert "| 0.35 |" in text  # the site's own threshold beside its figures
     assert "inflated" in text and "base rates" in text
     for link in ("config.yaml", "metrics.csv", "summary.json", "federated/global.pt", "(sites)"):
         assert link in text, link
@@ -153,6 +155,7 @@ def test_write_all_binary(tmp_path: Path) -> None:
 
 def test_write_all_survival_one_method(tmp_path: Path) -> None:
     summary = _survival_summary()
+    summary["methods"]["federated"]["pooled_test"]["c_index"] = 0.6  # below the mean over sites (0.68)
     # no __mean__ rows and a missing round 2: curves fall back to the mean over sites
     run_dir = _run_dir(tmp_path, summary, _metrics_frame(summary, with_mean=False, rounds=[1, 3]))
     paths = write_all(run_dir, summary)
@@ -160,8 +163,9 @@ def test_write_all_survival_one_method(tmp_path: Path) -> None:
     text = paths[-1].read_text()
     _check_links(paths[-1])
     assert "0.680 [0.600, 0.750]" in text
-    assert re.search(r"\*\*south\*\*: only 4 events .*read its figure with its CI", text)
-    assert "C-index is n/a" in text and "event rates" in text
+    assert "**south**: 4 events in test; flagged: shown with its interval, left out of the mean over sites; " \
+           "C-index undefined for federated." in text
+    assert "not higher than the mean over sites" in text and "(inflated)" not in text
     assert "(1 of 2 sites)" in text
     assert "(not written)" not in text.split("## Files")[1].split("checkpoint")[0]
 
@@ -194,11 +198,12 @@ def test_results_table_rows() -> None:
     rendered = _render(summary)
     lines = [line for line in rendered.splitlines() if "│" in line]
     labels = [line.split("│")[2].strip() for line in lines]
-    expected = (SITES + ["mean over sites", "pooled test (inflated)"]) * 3
+    expected = (["alpha", "beta", "gamma †"] + ["mean over sites", "pooled test (inflated)"]) * 3
     assert labels == expected
     text = rendered
-    assert "0.600 [0.550, 0.640]" in text and "n/a" in text and "AUROC (higher is better) [95% CI]" in text
-    assert "100 (3 pos)" in text
+    assert "0.600 [0.550, 0.640]" in text and "AUROC (higher is better) [95% CI]" in text
+    assert "100 (3 pos)" in text and "threshold" in text and "0.35" in text
+    assert "ECE" not in text, "the terminal table keeps to a few columns; report.md has them all"
     methods = [line.split("│")[1].strip() for line in lines]
     assert [m for m in methods if m] == METHODS
 
