@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from client.features import FeatureSpec, encode_omics, encode_tabular
 from client.manifest import Manifest
+from client.schema import SPLITS
 
 __all__ = [
     "SERIES_HOURS",
@@ -26,7 +27,6 @@ __all__ = [
     "read_file_array",
 ]
 
-SPLITS = ("train", "val", "test")
 _EIGHT_BIT = (".png", ".jpg", ".jpeg")
 
 
@@ -124,7 +124,7 @@ class SiteDataset(Dataset):
         inputs: modality -> tensor [N, ...] (zeros where the modality is missing).
         present: bool [N, M], in ``modalities`` order.
         target: labels [N] (survival: [N, 2] = time, event).
-        sample_ids: the manifest's ``sample_id`` of each row.
+        sample_ids: the id of each row, unique within the site (a sample is (site, id)).
         modalities: modality order of ``present``.
     """
 
@@ -159,18 +159,13 @@ class SiteDataset(Dataset):
 def load_site_dataset(
     manifest: Manifest, spec: FeatureSpec, *, split: str, cache_dir: str | Path | None = None
 ) -> SiteDataset:
-    """Encode the rows of ``split`` (all rows when the manifest has no split column).
+    """Encode the rows of ``split`` (see ``Manifest.split_mask``).
 
     Decoded files are cached under ``cache_dir`` (keyed by the manifest's path, size and
     modification time), since a deployed site starts a fresh process for every round.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    table = manifest.table
-    positions = np.arange(len(table))
-    if "split" in table.columns:
-        positions = positions[(table["split"].fillna("train") == split).to_numpy()]
-    rows = table.iloc[positions]
+    positions = np.flatnonzero(manifest.split_mask(split))
+    rows = manifest.table.iloc[positions]
     inputs: dict[str, torch.Tensor] = {}
     present = []
     for modality in spec.modalities:
@@ -190,20 +185,21 @@ def load_site_dataset(
         inputs=inputs,
         present=torch.from_numpy(np.stack(present, axis=1)) if present else torch.zeros(len(rows), 0, dtype=torch.bool),
         target=target,
-        sample_ids=rows["sample_id"].astype(str).tolist(),
+        sample_ids=rows[manifest.schema.id_column].astype(str).tolist(),
         modalities=list(spec.modalities),
     )
 
 
 def _targets(manifest: Manifest, rows: pd.DataFrame, spec: FeatureSpec) -> torch.Tensor:
+    schema = manifest.schema
     if spec.task == "survival":
-        time = pd.to_numeric(rows["time"]).to_numpy(dtype=np.float32)
-        event = pd.to_numeric(rows["event"]).to_numpy(dtype=np.float32)
+        time = pd.to_numeric(rows[schema.time_column]).to_numpy(dtype=np.float32)
+        event = pd.to_numeric(rows[schema.event_column]).to_numpy(dtype=np.float32)
         return torch.from_numpy(np.stack([time, event], axis=1))
     if spec.task == "regression":
-        return torch.from_numpy(pd.to_numeric(rows["label"]).to_numpy(dtype=np.float32))
+        return torch.from_numpy(pd.to_numeric(rows[schema.label_column]).to_numpy(dtype=np.float32))
     index = {c: i for i, c in enumerate(spec.classes)}
-    labels = rows["label"].astype(str)
+    labels = rows[schema.label_column].astype(str)
     unknown = sorted(set(labels) - set(index))
     if unknown:
         raise ValueError(

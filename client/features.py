@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from client.manifest import Manifest
-from client.schema import Schema
+from client.schema import Schema, sort_classes
 
 __all__ = ["FeatureSpec", "site_statistics", "merge_statistics", "encode_tabular", "encode_omics", "StatisticsError"]
 
@@ -101,7 +101,8 @@ def site_statistics(manifest: Manifest, *, split: str = "train") -> dict[str, An
         for c in schema.columns_with("categorical")
     }
     if manifest.task in ("binary", "multiclass"):
-        stats["labels"] = {str(k): int(v) for k, v in rows["label"].dropna().astype(str).value_counts().items()}
+        labels = rows[schema.label_column].dropna().astype(str)
+        stats["labels"] = {str(k): int(v) for k, v in labels.value_counts().items()}
     stats["present"] = {m: int(_presence(rows, schema, m).sum()) for m in schema.modalities}
     stats["shapes"] = {}
     for modality in ("image", "series"):
@@ -112,10 +113,7 @@ def site_statistics(manifest: Manifest, *, split: str = "train") -> dict[str, An
 
 
 def _rows_of_split(manifest: Manifest, split: str) -> pd.DataFrame:
-    table = manifest.table
-    if "split" in table.columns:
-        return table[table["split"].fillna("train") == split]
-    return table
+    return manifest.table[manifest.split_mask(split)]
 
 
 def _presence(rows: pd.DataFrame, schema: Schema, modality: str) -> np.ndarray:
@@ -172,7 +170,7 @@ def merge_statistics(stats: list[dict[str, Any]], *, schema: Schema, task: str) 
         if schema.classes:
             classes = list(schema.classes)
         else:
-            classes = sorted({label for s in stats for label in s.get("labels", {})}, key=_label_order)
+            classes = sort_classes(label for s in stats for label in s.get("labels", {}))
         if len(classes) < 2:
             raise StatisticsError(f"task {task!r} needs at least 2 classes over all sites; found {classes}")
         if task == "binary" and len(classes) != 2:
@@ -200,13 +198,6 @@ def merge_statistics(stats: list[dict[str, Any]], *, schema: Schema, task: str) 
         shapes=shapes,
         modalities=modalities,
     )
-
-
-def _label_order(label: str) -> tuple[int, float | str]:
-    try:
-        return (0, float(label))
-    except ValueError:
-        return (1, label)
 
 
 def encode_tabular(rows: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:

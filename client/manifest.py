@@ -7,17 +7,18 @@ The checks themselves live in ``client.manifest_checks``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from client.manifest_checks import Problem, check_columns, check_files, check_values, parse_csv, site_warnings
-from client.schema import FILE_ROLES, TASKS, Schema, SchemaError, infer_schema, infer_task
+from client.schema import FILE_ROLES, SPLITS, TASKS, Schema, SchemaError, infer_task
+from client.site_schema import SCHEMA_FILE, Inferred, check_classes, resolve_schema
 
 __all__ = ["Problem", "ManifestError", "Manifest", "read_manifest", "read_manifest_folder", "SCHEMA_FILE"]
 
-SCHEMA_FILE = "schema.yaml"
 _MAX_LINES = 50
 
 
@@ -51,6 +52,7 @@ class Manifest:
         schema: column roles.
         task: the learning task, one of ``TASKS``.
         warnings: things allowed but likely wrong, for the user to read.
+        inferred: what was inferred from the cells rather than declared.
     """
 
     site: str
@@ -59,6 +61,17 @@ class Manifest:
     schema: Schema
     task: str
     warnings: list[str] = field(default_factory=list)
+    inferred: Inferred = field(default_factory=Inferred)
+
+    def split_mask(self, split: str) -> np.ndarray:
+        """Rows of ``split`` (bool [N]); without a split column every row is ``train``, and an
+        empty split cell means ``train``."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        column = self.schema.split_column
+        if column is None or column not in self.table.columns:
+            return np.full(len(self.table), split == SPLITS[0])
+        return (self.table[column].fillna(SPLITS[0]) == split).to_numpy()
 
     def file_path(self, column: str, index: int) -> Path | None:
         """Absolute path of the file in ``column`` at DataFrame row ``index``; None if the cell is empty."""
@@ -97,10 +110,13 @@ def _validate(
     schema_source: str,
     task: str | None,
     check_files_: bool,
+    inferred: Inferred,
+    found: list[Problem],
 ) -> tuple[Manifest | None, list[Problem]]:
-    """All checks of one parsed manifest; the Manifest is None when there are problems."""
+    """All checks of one parsed manifest, sorted by row together with ``found`` (problems of
+    this file found across sites); the Manifest is None when there are problems."""
     task = _resolve_task(schema, table, task)
-    problems = check_columns(table, schema, task, file=file, schema_source=schema_source)
+    problems = list(found) + check_columns(table, schema, task, file=file, schema_source=schema_source)
     if task is None:
         if not problems:
             problems.append(Problem(file, None, None, "cannot tell the task from the labels; set 'task' in schema.yaml"))
@@ -111,7 +127,9 @@ def _validate(
     if problems:
         return None, sorted(problems, key=_sort_key(list(table.columns)))
     warnings += site_warnings(table, schema, task, file=file)
-    return Manifest(site=path.stem, path=path, table=table, schema=schema, task=task, warnings=warnings), []
+    manifest = Manifest(site=path.stem, path=path, table=table, schema=schema, task=task, warnings=warnings,
+                        inferred=inferred)  # fmt: skip
+    return manifest, []
 
 
 def _check_task(task: str | None) -> None:
@@ -126,7 +144,8 @@ def read_manifest(
 
     Args:
         path: the CSV; its stem is the site name.
-        schema: column roles; inferred from the file when None.
+        schema: column roles (e.g. from schema.yaml); columns it does not name are inferred
+            from the file (``client.site_schema.resolve_schema``).
         task: overrides ``schema.task`` and inference.
         check_files: open every image/series file to check it exists, reads and has the
             right shape.
@@ -141,33 +160,26 @@ def read_manifest(
     table, problems = parse_csv(path, file=file)
     if table is None:
         raise ManifestError(problems)
-    schema_source = "the schema"
+    schema, found, inferred = resolve_schema([(file, table)], schema, declared_source="the schema")
+    inferred = replace(inferred, task=inferred.task and task is None)
     if schema is None:
-        schema, schema_source = infer_schema(table, source=file), f"the columns of {file}"
+        raise ManifestError(found)
     manifest, problems = _validate(
-        table, path, file=file, schema=schema, schema_source=schema_source, task=task, check_files_=check_files
-    )
+        table, path, file=file, schema=schema, schema_source=f"the columns of {file}", task=task,
+        check_files_=check_files, inferred=inferred, found=found,
+    )  # fmt: skip
     if manifest is None:
         raise ManifestError(problems)
     return manifest
 
 
-def _infer_from(tables: list[pd.DataFrame], *, source: str) -> Schema:
-    """Infer from the first table's columns; a column empty there is judged by the next
-    table that has values in it, so a site without images does not demote the image column."""
-    chosen = {}
-    for col in tables[0].columns:
-        with_values = [t[col] for t in tables if col in t.columns and t[col].notna().any()]
-        chosen[col] = (with_values[0] if with_values else tables[0][col]).reset_index(drop=True)
-    return infer_schema(pd.concat(chosen, axis=1), source=source)
-
-
 def read_manifest_folder(folder: str | Path, *, task: str | None = None, check_files: bool = True) -> list[Manifest]:
     """Read and validate every ``*.csv`` of a folder, sorted by name.
 
-    Uses ``schema.yaml`` beside the manifests when present; otherwise infers the roles from
-    the first manifest and requires the others to have the same columns. Without a task in
-    the arguments or the schema, it is inferred once from the labels of all sites.
+    Roles are those of ``schema.yaml`` beside the manifests, when present, and the others
+    inferred over the cells of all sites (``client.site_schema``); every manifest must have
+    the first one's columns. Without a task in the arguments or the schema, it is inferred
+    once from the labels of all sites; inferred classes too rare to split are reported.
 
     Args:
         folder: the folder holding one CSV per site.
@@ -187,11 +199,10 @@ def read_manifest_folder(folder: str | Path, *, task: str | None = None, check_f
     paths = sorted(folder.glob("*.csv"), key=lambda p: p.name)
     if not paths:
         raise ManifestError([Problem(name, None, None, "no manifests: the folder holds no *.csv file (one per site)")])
-    schema, schema_source = None, ""
-    schema_path = folder / SCHEMA_FILE
+    declared, schema_path = None, folder / SCHEMA_FILE
     if schema_path.exists():
         try:
-            schema, schema_source = Schema.load(schema_path), str(schema_path)
+            declared = Schema.load(schema_path)
         except SchemaError as err:
             problems = [Problem(str(schema_path), None, None, f"key {k!r}: {m}" if k else m) for k, m in err.problems]
             raise ManifestError(problems) from None
@@ -203,21 +214,30 @@ def read_manifest_folder(folder: str | Path, *, task: str | None = None, check_f
         problems += found
         if table is not None:
             parsed.append((path.absolute(), file, table))
-    if schema is None and parsed:
-        first = parsed[0][1]
-        schema = _infer_from([t for _, _, t in parsed], source=first)
-        schema_source = f"the columns of {first} (the first manifest; add a {SCHEMA_FILE} to set them)"
-    if task is None and schema is not None and schema.task is None and parsed:
-        common = [t for _, _, t in parsed]
-        task = _resolve_task(schema, pd.concat(common, ignore_index=True), None)
+    if not parsed:
+        raise ManifestError(problems)
+    tables = [(file, table) for _, file, table in parsed]
+    schema, found, inferred = resolve_schema(tables, declared, declared_source=str(schema_path))
+    inferred = replace(inferred, task=inferred.task and task is None)
+    if schema is None:
+        raise ManifestError(problems + found)
+    first = parsed[0][1]
+    schema_source = f"the columns of {first} (the first manifest; add the column to a {SCHEMA_FILE} to set its role)"
+    if declared is not None:
+        schema_source = f"{schema_path} nor among the columns of {first} (the first manifest)"
+    if task is None and schema.task is None:
+        task = _resolve_task(schema, pd.concat([t for _, t in tables], ignore_index=True), None)
+    found += check_classes(tables, schema, task or schema.task)
     manifests = []
     for path, file, table in parsed:
-        manifest, found = _validate(
-            table, path, file=file, schema=schema, schema_source=schema_source, task=task, check_files_=check_files
-        )
-        problems += found
+        manifest, file_problems = _validate(
+            table, path, file=file, schema=schema, schema_source=schema_source, task=task, check_files_=check_files,
+            inferred=inferred, found=[p for p in found if p.file == file],
+        )  # fmt: skip
+        problems += file_problems
         if manifest is not None:
             manifests.append(manifest)
+    problems += [p for p in found if p.file not in {file for _, file, _ in parsed}]
     if problems:
         raise ManifestError(problems)
     return manifests

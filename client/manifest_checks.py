@@ -10,20 +10,32 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from client.schema import FILE_ROLES, IMAGE_EXTENSIONS, NONFINITE_TOKENS, SERIES_EXTENSIONS, Schema
+from client.schema import (
+    CANONICAL_NAMES,
+    FILE_ROLES,
+    IMAGE_EXTENSIONS,
+    MISSING_SPELLINGS,
+    NONFINITE_TOKENS,
+    SERIES_EXTENSIONS,
+    SPLITS,
+    Schema,
+)
 
 __all__ = ["Problem", "parse_csv", "check_columns", "check_values", "check_files", "site_warnings", "REQUIRED_NAMES"]
 
-SPLITS = ("train", "val", "test")
 # Default column names for required roles, used when the schema has no column of that role.
-REQUIRED_NAMES = {"id": "sample_id", "label": "label", "time": "time", "event": "event"}
+REQUIRED_NAMES = {role: CANONICAL_NAMES[role] for role in ("id", "label", "time", "event")}
 _FIRST_ROW = 2
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")
+_BOUND = re.compile(r"^(<=|>=|<|>|\u2264|\u2265|~)\s*[+-]?\d")
+_WITH_UNIT = re.compile(r"^[+-]?\d+(\.\d+)?\s*[^\d\s.,]+$")
 
 
 @dataclass(frozen=True)
@@ -162,9 +174,24 @@ def _numbers(cells: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return values, bad, nonfinite
 
 
+def _not_a_number(value: str) -> str:
+    """Why ``value`` is not a number, and the fix, for the common spellings of each case."""
+    found = f"expected a number, found {_show(value)}"
+    text = str(value).strip()
+    if text.lower() in MISSING_SPELLINGS:
+        return f"{found}: an empty cell is the only missing value; leave the cell empty"
+    if _DECIMAL_COMMA.match(text):
+        return f"{found}: write the decimal separator as a point ({text.replace(',', '.')})"
+    if _BOUND.match(text):
+        return f"{found}: a bound is not a value; write the number alone or leave the cell empty"
+    if _WITH_UNIT.match(text):
+        return f"{found}: write the number without its unit"
+    return found
+
+
 def _check_numbers(file: str, col: str, cells: pd.Series) -> tuple[np.ndarray, list[Problem]]:
     values, bad, nonfinite = _numbers(cells)
-    problems = _row_problems(file, col, cells, bad, "expected a number, found {value}")
+    problems = [Problem(file, int(i) + _FIRST_ROW, col, _not_a_number(cells.iat[i])) for i in np.flatnonzero(bad)]
     problems += _row_problems(
         file, col, cells, nonfinite, "found {value}: nan/inf are not allowed; leave the cell empty for a missing value"
     )
@@ -172,19 +199,21 @@ def _check_numbers(file: str, col: str, cells: pd.Series) -> tuple[np.ndarray, l
 
 
 def _check_ids(file: str, col: str, cells: pd.Series) -> list[Problem]:
-    problems = _row_problems(file, col, cells, cells.isna().to_numpy(), "sample_id is empty; every sample needs a unique id")
+    empty = f"{col} is empty; every sample needs an id, unique within its site"
+    problems = _row_problems(file, col, cells, cells.isna().to_numpy(), empty)
     present = cells.dropna()
     repeated = present.duplicated(keep="first")
     first = present[~repeated]
     first_row = dict(zip(first.to_numpy(), first.index.to_numpy() + _FIRST_ROW))
     for i, value in present[repeated].items():
-        msg = f"duplicate sample_id {_show(value)}, first used in row {first_row[value]}"
+        msg = (f"duplicate id {_show(value)}, first used in row {first_row[value]}; ids must be unique within a "
+               "site (other sites may use the same ids)")
         problems.append(Problem(file, int(i) + _FIRST_ROW, col, msg))
     return problems
 
 
 def _check_labels(file: str, col: str, cells: pd.Series, schema: Schema, task: str) -> list[Problem]:
-    problems = _row_problems(file, col, cells, cells.isna().to_numpy(), "label is empty; every sample needs a label")
+    problems = _row_problems(file, col, cells, cells.isna().to_numpy(), f"{col} is empty; every sample needs a label")
     present = cells.notna().to_numpy()
     if task == "regression":
         return problems + _check_numbers(file, col, cells)[1]

@@ -17,6 +17,10 @@ from client.atomic_io import atomic_write_text
 
 __all__ = [
     "ROLES",
+    "SINGLE_ROLES",
+    "CANONICAL_NAMES",
+    "SPLITS",
+    "MISSING_SPELLINGS",
     "FILE_ROLES",
     "TASKS",
     "MODALITY_ORDER",
@@ -27,11 +31,23 @@ __all__ = [
     "Schema",
     "SchemaError",
     "infer_schema",
+    "infer_role",
+    "non_empty_cells",
+    "cell_kinds",
     "infer_task",
+    "sort_classes",
     "describe_schema",
 ]
 
 ROLES = ("id", "label", "time", "event", "group", "split", "numeric", "categorical", "image", "series", "omics", "ignore")
+#: Roles that at most one column may take; ``Schema.<role>_column`` names it.
+SINGLE_ROLES = ("id", "label", "time", "event", "group", "split")
+#: The column name that takes each single role by its name alone (when schema.yaml does not
+#: give that role to another column), and the name the simulator's tables use.
+CANONICAL_NAMES = {
+    "id": "sample_id", "label": "label", "time": "time", "event": "event", "group": "group_id", "split": "split",
+}  # fmt: skip
+SPLITS = ("train", "val", "test")
 # Cells of these roles hold a path relative to the manifest's folder.
 FILE_ROLES = ("image", "series")
 TASKS = ("binary", "multiclass", "regression", "survival")
@@ -39,11 +55,15 @@ MODALITY_ORDER = ("image", "tabular", "series", "omics")
 SCHEMA_VERSION = 1
 
 _MODALITY_ROLES = {"image": ("image",), "tabular": ("numeric", "categorical"), "series": ("series",), "omics": ("omics",)}
-_NAMED_ROLES = {"sample_id": "id", "label": "label", "time": "time", "event": "event", "group_id": "group", "split": "split"}
+_NAMED_ROLES = {name: role for role, name in CANONICAL_NAMES.items()}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".nii", ".nii.gz")
 SERIES_EXTENSIONS = (".npy", ".csv")
 # Spellings float() accepts for non-finite values; manifests must use an empty cell instead.
 NONFINITE_TOKENS = ("nan", "-nan", "+nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity")
+#: Spellings of "no value" that exports write instead of an empty cell (compared lower-case).
+#: They are not read as missing: an empty cell is the only missing value, so validation
+#: reports them; but they never count as text when a column's role is inferred.
+MISSING_SPELLINGS = ("na", "n/a", "n.a.", "null", "none", "-", "--", "\u2013", "\u2014", "?", ".", "missing")
 # Labels that are integers with at most this many distinct values are class ids, not targets.
 _MAX_INTEGER_CLASSES = 20
 _KEYS = ("schema_version", "task", "columns", "classes", "categories", "shapes")
@@ -78,6 +98,9 @@ def _unknown(value: str, known: tuple[str, ...] | list[str], what: str) -> str:
 class Schema:
     """Role of every manifest column, plus optional vocabularies and image shapes.
 
+    A schema.yaml may hold only some columns: the rest are inferred when the manifests are
+    read (``client.site_schema.resolve_schema``).
+
     Args:
         columns: column -> role (one of ``ROLES``), in manifest column order.
         task: one of ``TASKS``; None means infer it from the labels.
@@ -103,13 +126,13 @@ class Schema:
         out: list[tuple[str | None, str]] = []
         if self.schema_version != SCHEMA_VERSION:
             out.append(("schema_version", f"version {self.schema_version!r} is not supported; expected {SCHEMA_VERSION}"))
-        if not isinstance(self.columns, Mapping) or not self.columns:
-            out.append(("columns", "expected a non-empty mapping of column name -> role"))
+        if not isinstance(self.columns, Mapping):
+            out.append(("columns", "expected a mapping of column name -> role"))
             return out
         for col, role in self.columns.items():
             if role not in ROLES:
                 out.append((f"columns.{col}", _unknown(role, ROLES, "role")))
-        for role in ("id", "label", "time", "event", "split"):
+        for role in SINGLE_ROLES:
             named = [c for c, r in self.columns.items() if r == role]
             if len(named) > 1:
                 out.append(("columns", f"role {role!r} is given to {len(named)} columns ({', '.join(named)}); at most one"))
@@ -117,15 +140,51 @@ class Schema:
             out.append(("task", _unknown(self.task, TASKS, "task")))
         if self.classes is not None and len(set(self.classes)) != len(self.classes):
             out.append(("classes", "class names must be unique"))
+        # A vocabulary or shape for a column without a role is allowed: schema.yaml may
+        # leave the role to inference, and the vocabulary makes it categorical (image).
         for col in self.categories:
-            if self.columns.get(col) != "categorical":
+            if self.columns.get(col, "categorical") != "categorical":
                 out.append((f"categories.{col}", "vocabularies are only for columns with role 'categorical'"))
         for col, shape in self.shapes.items():
-            if self.columns.get(col) != "image":
+            if self.columns.get(col, "image") != "image":
                 out.append((f"shapes.{col}", "shapes are only for columns with role 'image'"))
             elif len(shape) not in (3, 4) or any(n <= 0 for n in shape):
                 out.append((f"shapes.{col}", f"expected [C, H, W] or [C, D, H, W] of positive integers, found {shape}"))
         return out
+
+    def _single(self, role: str) -> str | None:
+        named = [c for c, r in self.columns.items() if r == role]
+        return named[0] if named else None
+
+    @property
+    def id_column(self) -> str | None:
+        """The column with role ``id`` (sample ids, unique within a site), or None."""
+        return self._single("id")
+
+    @property
+    def label_column(self) -> str | None:
+        """The column with role ``label``, or None (survival has time and event instead)."""
+        return self._single("label")
+
+    @property
+    def time_column(self) -> str | None:
+        """The column with role ``time`` (survival duration), or None."""
+        return self._single("time")
+
+    @property
+    def event_column(self) -> str | None:
+        """The column with role ``event`` (1 event, 0 censored), or None."""
+        return self._single("event")
+
+    @property
+    def group_column(self) -> str | None:
+        """The column with role ``group`` (a patient or lesion; splits never cut one), or None."""
+        return self._single("group")
+
+    @property
+    def split_column(self) -> str | None:
+        """The column with role ``split`` (train/val/test), or None."""
+        return self._single("split")
 
     def columns_with(self, *roles: str) -> list[str]:
         """Columns whose role is one of ``roles``, in manifest column order."""
@@ -250,35 +309,52 @@ def _as_name(value: Any) -> str:
     return str(value)
 
 
-def _non_empty(series: pd.Series) -> pd.Series:
+def non_empty_cells(series: pd.Series) -> pd.Series:
+    """The non-empty cells of a column, as stripped strings (index kept)."""
     values = series.dropna().astype(str).str.strip()
     return values[values != ""]
 
 
-def _ends_with(values: pd.Series, extensions: tuple[str, ...]) -> bool:
-    return bool(values.str.lower().str.endswith(extensions).all())
+def cell_kinds(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(numbers, missing spellings) as bool masks over non-empty stripped cells.
+
+    Literal nan/inf count as numbers, so validation reports them as such instead of the
+    column turning categorical; the rest of the cells (neither mask) are text.
+    """
+    lower = values.str.lower()
+    numbers = pd.to_numeric(values, errors="coerce").notna().to_numpy() | lower.isin(NONFINITE_TOKENS).to_numpy()
+    missing = lower.isin(MISSING_SPELLINGS).to_numpy() & ~numbers
+    return numbers, missing
 
 
-def _infer_role(name: str, values: pd.Series) -> str:
-    """Role of one column from its name, else from its non-empty cells (``values``)."""
+def _mostly_ending(values: pd.Series, extensions: tuple[str, ...]) -> bool:
+    return bool(values.str.lower().str.endswith(extensions).mean() > 0.5)
+
+
+def infer_role(name: str, values: pd.Series) -> str:
+    """Role of one column from its name, else from its non-empty cells (``values``).
+
+    The rule is "more than half": a column is ``image`` (``series``) when more than half of
+    its cells are image (series) paths, ``numeric`` when more than half of its cells that are
+    not a missing-value spelling are numbers, else ``categorical``. The cells that do not
+    fit are then reported by validation, so a handful of stray cells can neither turn a
+    numeric column categorical nor pass unnoticed.
+    """
     if name in _NAMED_ROLES:
         return _NAMED_ROLES[name]
+    numbers, missing = cell_kinds(values) if not values.empty else (np.zeros(0, bool), np.zeros(0, bool))
+    values = values[~missing]
     if values.empty:
         # Nothing to go by; a column named like an image keeps that role so a site
         # without images still lines up with the others.
         return "image" if _names_image(name) else "ignore"
     image_ext = IMAGE_EXTENSIONS + ((".npy",) if _names_image(name) else ())
-    if _ends_with(values, image_ext):
+    if _mostly_ending(values, image_ext):
         return "image"
-    if _ends_with(values, SERIES_EXTENSIONS):
+    if _mostly_ending(values, SERIES_EXTENSIONS):
         return "series"
-    parsed = pd.to_numeric(values, errors="coerce")
-    # Literal nan/inf count as (bad) numbers so validation reports them instead of the
-    # column silently turning categorical.
-    nonfinite = values.str.lower().isin(NONFINITE_TOKENS)
-    if parsed.notna().any() and bool((parsed.notna() | nonfinite).all()):
-        return "numeric"
-    return "categorical"
+    numbers = numbers[~missing]
+    return "numeric" if numbers.sum() > (~numbers).sum() else "categorical"
 
 
 def _names_image(name: str) -> bool:
@@ -289,11 +365,11 @@ def _names_image(name: str) -> bool:
 def infer_schema(table: pd.DataFrame, *, source: str) -> Schema:
     """Infer every column's role from its name and cells.
 
-    ``sample_id``, ``label``, ``time``, ``event``, ``group_id`` and ``split`` take the role of
-    their name. Other columns are ``image`` when every non-empty cell ends in an image
-    extension (``.npy`` too when the name contains "image"/"img"), ``series`` for
-    ``.npy``/``.csv`` paths, ``numeric`` when every cell is a number, else ``categorical``.
-    A column with no non-empty cell is ``ignore`` (``image`` if its name says so).
+    The names of ``CANONICAL_NAMES`` take the role of their name. Other columns are
+    ``image`` when most non-empty cells end in an image extension (``.npy`` too when the
+    name contains "image"/"img"), ``series`` for ``.npy``/``.csv`` paths, ``numeric`` when
+    most cells are numbers, else ``categorical`` (see ``infer_role``). A column with no
+    non-empty cell is ``ignore`` (``image`` if its name says so).
 
     Args:
         table: manifest cells as strings, empty cells as None/NaN.
@@ -304,7 +380,7 @@ def infer_schema(table: pd.DataFrame, *, source: str) -> Schema:
     """
     if len(table.columns) == 0:
         raise SchemaError(source, [(None, "the manifest has no columns to infer a schema from")])
-    columns = {str(c): _infer_role(str(c), _non_empty(table[c])) for c in table.columns}
+    columns = {str(c): infer_role(str(c), non_empty_cells(table[c])) for c in table.columns}
     return Schema(columns=columns)
 
 
@@ -342,7 +418,7 @@ def infer_task(schema: Schema, table: pd.DataFrame) -> str:
         return "binary" if len(schema.classes) == 2 else "multiclass"
     if labels[0] not in table.columns:
         raise ValueError(f"cannot infer the task: the manifest has no column {labels[0]!r}")
-    values = _non_empty(table[labels[0]])
+    values = non_empty_cells(table[labels[0]])
     if values.empty:
         raise ValueError(f"cannot infer the task: column {labels[0]!r} has no values")
     numbers = _numbers(values)
@@ -352,6 +428,18 @@ def infer_task(schema: Schema, table: pd.DataFrame) -> str:
     if all(math.isclose(v, round(v)) for v in distinct) and len(distinct) <= _MAX_INTEGER_CLASSES:
         return "binary" if len(distinct) <= 2 else "multiclass"
     return "regression"
+
+
+def sort_classes(values: Any) -> list[str]:
+    """Distinct class names in class-id order: numbers numerically first, then names."""
+
+    def key(label: str) -> tuple[int, float | str]:
+        try:
+            return (0, float(label))
+        except ValueError:
+            return (1, label)
+
+    return sorted({str(v) for v in values}, key=key)
 
 
 def describe_schema(schema: Schema) -> str:

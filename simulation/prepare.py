@@ -1,4 +1,5 @@
-"""Carve a data set into virtual sites written as manifests, exactly as hospitals prepare them."""
+"""Carve a data set into virtual sites written as manifests, exactly as hospitals prepare them,
+and say in a few lines how the sites are read (``sites/schema.txt``)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,28 @@ from pathlib import Path
 
 import numpy as np
 
+from client.atomic_io import atomic_write_text
 from client.manifest import Manifest, read_manifest_folder
+from client.site_schema import describe_sites
 from simulation.config import SimulationConfig
 from simulation.datasets import SampleTable, load_dataset
 from simulation.partitioners import make_partition
 from simulation.site_writer import assign_splits, write_sites
 
-__all__ = ["prepare_sites", "load_table", "subsample"]
+__all__ = ["prepare_sites", "load_table", "subsample", "schema_summary", "SCHEMA_SUMMARY"]
+
+#: The schema in words, beside the manifests of the run.
+SCHEMA_SUMMARY = "schema.txt"
 
 
 def subsample(table: SampleTable, *, max_samples: int, seed: int) -> SampleTable:
     """Keep whole groups (lesions, patients) drawn at random until ``max_samples`` rows."""
-    frame = table.table
-    groups = frame["group_id"].fillna(frame["sample_id"]) if "group_id" in frame.columns else frame["sample_id"]
-    order = np.random.default_rng(seed).permutation(groups.unique())
-    sizes = groups.value_counts()
-    keep = set(order[: int(np.searchsorted(np.cumsum(sizes[order].to_numpy()), max_samples, side="right"))])
-    rows = groups.isin(keep).to_numpy()
-    return replace(table, table=frame[rows].reset_index(drop=True))
+    codes = table.group_codes()
+    sizes = np.bincount(codes)
+    order = np.random.default_rng(seed).permutation(len(sizes))
+    keep = order[: int(np.searchsorted(np.cumsum(sizes[order]), max_samples, side="right"))]
+    rows = np.isin(codes, keep)
+    return replace(table, table=table.table[rows].reset_index(drop=True))
 
 
 def load_table(config: SimulationConfig, run_dir: Path) -> SampleTable:
@@ -38,9 +43,16 @@ def load_table(config: SimulationConfig, run_dir: Path) -> SampleTable:
     return load_dataset(config.dataset, root=root, task=task, **params)
 
 
+def schema_summary(table: SampleTable, manifests: list[Manifest]) -> str:
+    """How the run reads its sites: roles, task, classes per site, and what was inferred."""
+    tables = [(m.site, m.table) for m in manifests]
+    return describe_sites(manifests[0].schema, manifests[0].task, tables, inferred=table.inferred)
+
+
 def prepare_sites(config: SimulationConfig, run_dir: Path) -> tuple[SampleTable, list[Manifest]]:
     """Load, partition and split the data, write ``run_dir/sites/<site>.csv`` + ``schema.yaml``,
-    and read them back through the same validation a deployed site runs."""
+    read them back through the same validation a deployed site runs, and write
+    ``schema_summary`` into ``run_dir/sites/schema.txt``."""
     table = load_table(config, run_dir)
     if config.max_samples is not None and config.max_samples < len(table):
         table = subsample(table, max_samples=config.max_samples, seed=config.run.seed)
@@ -56,4 +68,6 @@ def prepare_sites(config: SimulationConfig, run_dir: Path) -> tuple[SampleTable,
     sites_dir = run_dir / "sites"
     write_sites(table, partition, np.asarray(split), sites_dir)
     task = None if config.run.task == "auto" else config.run.task
-    return table, read_manifest_folder(sites_dir, task=task)
+    manifests = read_manifest_folder(sites_dir, task=task)
+    atomic_write_text(sites_dir / SCHEMA_SUMMARY, schema_summary(table, manifests) + "\n")
+    return table, manifests

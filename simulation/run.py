@@ -31,7 +31,7 @@ from simulation.config import SimulationConfig
 from simulation.evaluation import evaluate_sites, pooled_test_metrics, summarise_method
 from simulation.explanations import collect_explanations
 from simulation.flower_runner import FederationError, run_federation
-from simulation.prepare import prepare_sites
+from simulation.prepare import prepare_sites, schema_summary
 from simulation.repeats import aggregate_repeats, paired_comparison, repeats_markdown
 from simulation.report import print_results, write_all
 from simulation.results import MEAN_SITE, MetricsLog, federated_rows, json_safe
@@ -51,13 +51,13 @@ _ROUND = re.compile(r"\[ROUND (\d+)/(\d+)\]")
 def _partition_summary(manifests: list[Manifest], task: str) -> dict[str, Any]:
     out = {}
     for m in manifests:
-        table = m.table
-        splits = table["split"].fillna("train") if "split" in table.columns else None
-        entry: dict[str, Any] = {s: int((splits == s).sum()) if splits is not None else 0 for s in ("train", "val", "test")}
+        table, schema = m.table, m.schema
+        entry: dict[str, Any] = {s: int(m.split_mask(s).sum()) for s in ("train", "val", "test")}
         if task in ("binary", "multiclass"):
-            entry["labels"] = {str(k): int(v) for k, v in table["label"].value_counts().sort_index().items()}
+            counts = table[schema.label_column].value_counts().sort_index()
+            entry["labels"] = {str(k): int(v) for k, v in counts.items()}
         elif task == "survival":
-            events = int(table["event"].astype(float).sum())
+            events = int(table[schema.event_column].astype(float).sum())
             entry["labels"] = {"events": events, "censored": int(len(table) - events)}
         entry["modalities"] = {
             mod: int(len(table)) if mod == "tabular" else int(table[m.schema.modality_columns(mod)].notna().any(axis=1).sum())
@@ -164,6 +164,7 @@ def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console) ->
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         table, manifests = prepare_sites(config, run_dir)
+        console.print(schema_summary(table, manifests), markup=False, highlight=False)
     for caught_warning in caught:
         text = f"data: {caught_warning.message}"
         warnings_list.append(text)

@@ -11,14 +11,16 @@ import numpy as np
 import pandas as pd
 
 from client.atomic_io import atomic_open
-from client.schema import FILE_ROLES
+from client.schema import CANONICAL_NAMES, FILE_ROLES, SINGLE_ROLES, SPLITS, Schema
 from simulation.datasets.base import SampleTable
 from simulation.partitioners.base import Partition
 from simulation.splits import site_seed, split_site
 
 __all__ = ["assign_splits", "write_sites", "site_columns"]
 
-_LEADING = ("sample_id", "label", "time", "event", "group_id", "split")
+# Group codes travel to split_site under a name no manifest header can hold (parse_csv
+# refuses NUL bytes), so they never clash with a column.
+_GROUP_CODE = "\0group"
 
 
 def site_columns(table: SampleTable) -> list[str]:
@@ -46,15 +48,49 @@ def assign_splits(
     """
     if partition.site.shape != (len(table),):
         raise ValueError(f"the partition has {partition.site.shape[0]} rows, the table {len(table)}")
-    label_column = "label" if "label" in table.table.columns else "event"
+    schema = table.schema
+    stratify = schema.label_column or schema.event_column
+    columns = [c for c in (stratify, schema.split_column, schema.id_column) if c is not None]
+    codes = table.group_codes()
     split = np.empty(len(table), dtype=object)
     for site in partition.sites:
         rows = np.flatnonzero(partition.site == site)
+        local = table.table.iloc[rows][columns].assign(**{_GROUP_CODE: codes[rows]})
         split[rows] = split_site(
-            table.table.iloc[rows], seed=site_seed(seed, site), val_fraction=val_fraction,
-            test_fraction=test_fraction, label_column=label_column,
-        )
+            local, seed=site_seed(seed, site), val_fraction=val_fraction, test_fraction=test_fraction,
+            label_column=stratify, group_column=_GROUP_CODE, split_column=schema.split_column,
+            id_column=schema.id_column,
+        )  # fmt: skip
     return split
+
+
+def _split_column(schema: Schema) -> str:
+    """The split column's name: the schema's, else the canonical one (suffixed if taken)."""
+    if schema.split_column is not None:
+        return schema.split_column
+    name, k = CANONICAL_NAMES["split"], 1
+    while name in schema.columns:
+        name, k = f"{CANONICAL_NAMES['split']}_{k}", k + 1
+    return name
+
+
+def _qualified(table: SampleTable, partition: Partition) -> pd.DataFrame:
+    """The table with ids (and group ids) prefixed by their natural site (``north/17``) when
+    ids are per site and a virtual site holds rows of several natural sites, so ids stay
+    unique within every written site."""
+    frame = table.table
+    if not table.ids_per_site:
+        return frame
+    origin = frame[table.site_column].astype(str)
+    mixed = pd.DataFrame({"site": partition.site, "origin": origin.to_numpy()}).groupby("site")["origin"].nunique()
+    if (mixed <= 1).all():
+        return frame
+    frame = frame.copy()
+    for column in (table.schema.id_column, table.schema.group_column):
+        if column is not None and column in frame.columns:
+            present = frame[column].notna()
+            frame[column] = (origin + "/" + frame[column].astype(str)).where(present, None)
+    return frame
 
 
 def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -77,8 +113,10 @@ def _blank(column: pd.Series, rows: np.ndarray) -> pd.Series:
 def write_sites(table: SampleTable, partition: Partition, split: np.ndarray, out_dir: str | Path) -> list[Path]:
     """Write ``out_dir/<site>.csv`` for every site and ``out_dir/schema.yaml``.
 
-    Each manifest has ``sample_id`` first, then label/time/event, group_id, split, then the
-    features in table order; natural-site and ``ignore`` columns are left out; image/series
+    Each manifest has the id first, then label/time/event, group, split (the columns of
+    those roles, under their names), then the features in table order; natural-site and
+    ``ignore`` columns are left out; ids are qualified by their natural site where a
+    virtual site mixes sites whose ids are per site (see ``_qualified``); image/series
     paths are relative to ``out_dir``; each modality in ``partition.drop`` is blanked in the
     rows marked. Every file is written to a temp file and moved into place.
 
@@ -95,7 +133,7 @@ def write_sites(table: SampleTable, partition: Partition, split: np.ndarray, out
     split = np.asarray(split, dtype=object)
     if partition.site.shape != (n,) or split.shape != (n,):
         raise ValueError(f"table has {n} rows, partition {partition.site.shape[0]}, split {split.shape[0]}; they must match")
-    bad = sorted({str(s) for s in split} - {"train", "val", "test"})
+    bad = sorted({str(s) for s in split} - set(SPLITS))
     if bad:
         raise ValueError(f"split values must be train/val/test, found {bad}")
     for modality in partition.drop:
@@ -111,11 +149,13 @@ def write_sites(table: SampleTable, partition: Partition, split: np.ndarray, out
                               "the federation: write to an empty folder")
 
     skip = set(site_columns(table))
-    frame = table.table.drop(columns=[c for c in skip] + (["split"] if "split" in table.table.columns else []))
-    frame = frame.reset_index(drop=True)
-    frame.insert(0, "split", pd.Series(split, dtype=object))
-    order = [c for c in _LEADING if c in frame.columns] + [c for c in frame.columns if c not in _LEADING]
-    frame = frame[order]
+    split_column = _split_column(table.schema)
+    frame = _qualified(table, partition)
+    frame = frame.drop(columns=[c for c in frame.columns if c in skip or c == split_column]).reset_index(drop=True)
+    frame.insert(0, split_column, pd.Series(split, dtype=object))
+    roles = {**table.schema.columns, split_column: "split"}
+    leading = [c for role in SINGLE_ROLES for c in frame.columns if roles[c] == role]
+    frame = frame[leading + [c for c in frame.columns if c not in leading]]
     for modality, mask in partition.drop.items():
         rows = np.flatnonzero(mask)
         for col in table.schema.modality_columns(modality):
@@ -128,7 +168,7 @@ def write_sites(table: SampleTable, partition: Partition, split: np.ndarray, out
                 dtype=object,
             )
 
-    columns = {c: ("split" if c == "split" else table.schema.columns[c]) for c in frame.columns}
+    columns = {c: roles[c] for c in frame.columns}
     schema = dataclasses.replace(
         table.schema,
         columns=columns,

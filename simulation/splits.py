@@ -1,8 +1,9 @@
 """Train / val / test splits within one site: whole groups per split, stratified, seeded.
 
-Splits never cut a ``group_id`` group (a lesion's images all land in one split, or results
-leak), follow the label mix (the event for survival) where the site allows it, and honour a
-split the data already carries.
+Splits never cut a group (a lesion's images all land in one split, or results leak),
+follow the label mix (the event for survival) where the site allows it, and honour a split
+the data already carries. Columns are named by the caller (from the schema's roles); the
+defaults are the canonical names.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-__all__ = ["SPLITS", "split_site", "site_seed"]
+from client.schema import CANONICAL_NAMES, SPLITS
 
-SPLITS = ("train", "val", "test")
+__all__ = ["SPLITS", "split_site", "site_seed"]
 
 
 def site_seed(seed: int, site: str) -> int:
@@ -26,30 +27,31 @@ def site_seed(seed: int, site: str) -> int:
     return int.from_bytes(digest[:8], "little") % (2**32)
 
 
-def _given_split(rows: pd.DataFrame) -> np.ndarray | None:
-    """The existing ``split`` column if every cell is filled; None if all are empty."""
-    if "split" not in rows.columns:
+def _given_split(rows: pd.DataFrame, column: str | None, id_column: str | None) -> np.ndarray | None:
+    """The existing split ``column`` if every cell is filled; None if all are empty."""
+    if column is None or column not in rows.columns:
         return None
-    values = rows["split"]
+    values = rows[column]
     empty = values.isna() | (values.astype(str).str.strip() == "")
     if empty.all():
         return None
     if empty.any():
-        raise ValueError(f"column 'split' is filled in {int((~empty).sum())} row(s) but empty in {int(empty.sum())} "
-                         f"(e.g. sample {rows['sample_id'][empty].iloc[0]!r}); fill every row or none")
+        example = f" (e.g. sample {rows[id_column][empty].iloc[0]!r})" if id_column in rows.columns else ""
+        raise ValueError(f"column {column!r} is filled in {int((~empty).sum())} row(s) but empty in {int(empty.sum())}"
+                         f"{example}; fill every row or none")
     split = values.astype(str).str.strip().str.lower().to_numpy()
     bad = sorted(set(split) - set(SPLITS))
     if bad:
-        raise ValueError(f"column 'split' has values {bad}; expected {list(SPLITS)}")
+        raise ValueError(f"column {column!r} has values {bad}; expected {list(SPLITS)}")
     return split.astype(object)
 
 
-def _group_codes(rows: pd.DataFrame) -> np.ndarray:
-    if "group_id" not in rows.columns:
+def _group_codes(rows: pd.DataFrame, column: str | None) -> np.ndarray:
+    if column is None or column not in rows.columns:
         return np.arange(len(rows))
     # A row without a group id is its own group.
     keys = [("r", i) if k is None or (isinstance(k, float) and np.isnan(k)) or str(k).strip() == "" else ("g", str(k))
-            for i, k in enumerate(rows["group_id"].tolist())]
+            for i, k in enumerate(rows[column].tolist())]
     codes, _ = pd.factorize(pd.Series(keys, dtype=object), sort=False)
     return np.asarray(codes, dtype=int)
 
@@ -60,22 +62,29 @@ def split_site(
     seed: int,
     val_fraction: float = 0.15,
     test_fraction: float = 0.2,
-    label_column: str = "label",
+    label_column: str | None = CANONICAL_NAMES["label"],
+    group_column: str | None = CANONICAL_NAMES["group"],
+    split_column: str | None = CANONICAL_NAMES["split"],
+    id_column: str | None = CANONICAL_NAMES["id"],
 ) -> np.ndarray:
     """Assign each row of one site to train, val or test.
 
-    Groups (``group_id``, or each row alone) are shuffled with ``seed``, ordered largest
+    Groups (``group_column``, or each row alone) are shuffled with ``seed``, ordered largest
     first, and each goes to the split furthest below its target share within the group's
-    stratum (its most common ``label_column`` value; ``event`` when there is no label), with
+    stratum (its most common ``label_column`` value; the canonical event column when
+    ``label_column`` is absent), with
     the overall shortfall breaking ties. With >= 3 groups no split is left empty; a site with
     1 group puts it in train, with 2 groups one in train and one in test.
 
     Args:
-        rows: the site's rows (``sample_id``, optional ``group_id``, ``split``, label/event).
+        rows: the site's rows.
         seed: the shuffle seed (see ``site_seed``).
         val_fraction: target share of rows in val.
         test_fraction: target share of rows in test.
-        label_column: column to stratify by; falls back to ``event``, then to none.
+        label_column: column to stratify by; falls back to the event column, then to none.
+        group_column: column of group ids (rows of a group stay together), if any.
+        split_column: column of a split the data already carries, honoured when filled.
+        id_column: column of sample ids, named in errors.
 
     Returns:
         [N] object array of ``"train"`` / ``"val"`` / ``"test"``.
@@ -85,16 +94,17 @@ def split_site(
             raise ValueError(f"{name} must be in [0, 1), got {f}")
     if val_fraction + test_fraction >= 1.0:
         raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction + test_fraction}")
-    given = _given_split(rows)
+    given = _given_split(rows, split_column, id_column)
     if given is not None:
         return given
     n = len(rows)
     if n == 0:
         return np.empty(0, dtype=object)
-    codes = _group_codes(rows)
+    codes = _group_codes(rows, group_column)
     n_groups = int(codes.max()) + 1
     size = np.bincount(codes, minlength=n_groups)
-    column = label_column if label_column in rows.columns else ("event" if "event" in rows.columns else None)
+    event = CANONICAL_NAMES["event"]
+    column = label_column if label_column in rows.columns else (event if event in rows.columns else None)
     strata = rows[column].astype(str).to_numpy() if column else np.zeros(n, dtype=str)
     counts = pd.DataFrame({"g": codes, "s": strata}).groupby(["g", "s"]).size().reset_index(name="n")
     counts = counts.sort_values(["g", "n", "s"], ascending=[True, False, True]).drop_duplicates("g")

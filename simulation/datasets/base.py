@@ -1,20 +1,23 @@
 """The one shape every dataset loader returns: a sample table plus its schema.
 
-A loader turns a public data set (or a user's folder) into one row per sample with the
-manifest column names (``sample_id``, ``label`` or ``time`` + ``event``, optional
-``group_id`` / ``split``, natural-site columns, feature columns). Partitioners, splitters
-and the site writer work on this table only, so every data set gets every partition.
+A loader turns a public data set (or a user's folder) into one row per sample: an id, a
+label or time + event, optional group and split, natural-site columns and feature columns,
+under any names, as the schema's roles say. Partitioners, splitters and the site writer
+work on this table only, and find each column through the schema, so every data set gets
+every partition.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from client.schema import Schema
+from client.site_schema import Inferred
 from fusion_models.registry import Registry
 
 __all__ = ["SampleTable", "DATASETS", "DATA_DIR", "resolve_root", "require_file", "require_columns"]
@@ -29,12 +32,17 @@ class SampleTable:
 
     Attributes:
         name: the dataset's registry name (``"ham10000"``).
-        table: one row per sample; ``sample_id`` (unique str), ``label`` (str) or ``time``
-            (float days) + ``event`` (int 0/1), optional ``group_id`` and ``split``, natural
-            site column(s), feature columns. Image/series cells hold absolute paths or None.
+        table: one row per sample: the id (str), the label (str) or time (float days) +
+            event (int 0/1), optional group and split, natural site column(s), feature
+            columns. Image/series cells hold absolute paths or None.
         schema: a role for every column of ``table`` (site columns have role ``"ignore"``).
         site_column: the column holding the natural site, or None if the data has none.
         description: one line for the CLI.
+        ids_per_site: ids and group ids are unique only within a natural site (each hospital
+            numbers its own patients), so a sample is (site, id) and a group (site, group id);
+            otherwise they are unique over the whole table (a HAM10000 lesion imaged by two
+            sources is one group).
+        inferred: what the loader inferred from the data rather than declared.
     """
 
     name: str
@@ -42,21 +50,49 @@ class SampleTable:
     schema: Schema
     site_column: str | None
     description: str
+    ids_per_site: bool = False
+    inferred: Inferred = field(default_factory=Inferred)
 
     def __post_init__(self) -> None:
         missing = [c for c in self.table.columns if c not in self.schema.columns]
         if missing:
             raise ValueError(f"dataset {self.name!r}: columns without a role in the schema: {missing}")
-        if "sample_id" not in self.table.columns:
-            raise ValueError(f"dataset {self.name!r}: the table has no 'sample_id' column")
-        dup = self.table["sample_id"][self.table["sample_id"].duplicated()]
-        if len(dup):
-            raise ValueError(f"dataset {self.name!r}: sample_id is not unique, e.g. {dup.iloc[0]!r}")
         if self.site_column is not None and self.site_column not in self.table.columns:
             raise ValueError(f"dataset {self.name!r}: site column {self.site_column!r} is not in the table")
+        if self.ids_per_site and self.site_column is None:
+            raise ValueError(f"dataset {self.name!r}: ids_per_site needs a site column to qualify the ids")
+        id_column = self.schema.id_column
+        if id_column is None or id_column not in self.table.columns:
+            raise ValueError(f"dataset {self.name!r}: the table has no id column (role 'id' in the schema)")
+        keys = self._keyed(self.table[id_column])
+        dup = keys.duplicated()
+        if dup.any():
+            where = f" at site {keys[dup].iloc[0][0]!r}" if self.ids_per_site else ""
+            raise ValueError(f"dataset {self.name!r}: {id_column} is not unique{where}, "
+                             f"e.g. {self.table[id_column][dup].iloc[0]!r}")  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def _keyed(self, values: pd.Series) -> pd.Series:
+        """``values`` as identities: (site, value) pairs when ids are per site, else as is."""
+        if not self.ids_per_site:
+            return values.astype(object)
+        return pd.Series(list(zip(self.table[self.site_column].astype(str), values.astype(str))), index=values.index)
+
+    def group_codes(self) -> np.ndarray:
+        """[N] int group of each row, numbered in order of appearance: rows sharing a group id
+        (within a natural site when ``ids_per_site``) share a code; a row without one is alone."""
+        ids = self._keyed(self.table[self.schema.id_column])
+        keys = [("s", i) for i in ids]
+        column = self.schema.group_column
+        if column is not None and column in self.table.columns:
+            groups = self.table[column]
+            present = groups.notna() & (groups.astype(str).str.strip() != "")
+            keyed = self._keyed(groups.astype(object).where(present, ""))
+            keys = [("g", g) if p else k for g, p, k in zip(keyed, present, keys)]
+        codes, _ = pd.factorize(pd.Series(keys, dtype=object), sort=False)
+        return np.asarray(codes, dtype=int)
 
 
 #: Dataset loaders by name; each is ``load(*, root=None, task=None, **params) -> SampleTable``.

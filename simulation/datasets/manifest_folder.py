@@ -1,6 +1,7 @@
 """A user's folder of site manifests (one ``*.csv`` per site, optional ``schema.yaml``) as one
 sample table whose natural site is the file stem, so ``partition=natural`` replays the
-user's own sites and any other partitioner re-carves them."""
+user's own sites and any other partitioner re-carves them. Ids are the user's, unique
+within each site only (``SampleTable.ids_per_site``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from client.manifest import read_manifest_folder
-from client.schema import FILE_ROLES
+from client.schema import FILE_ROLES, sort_classes
 from simulation.datasets.base import DATASETS, SampleTable
 
 __all__ = ["load"]
@@ -39,7 +40,8 @@ def load(*, root: str | Path | None = None, task: str | None = None, check_files
     Returns:
         The sample table; image/series cells are absolute paths (or None), the site column
         (``site``, or ``manifest_site`` if the manifests already use that name) holds each
-        row's file stem.
+        row's file stem. The task and the classes are fixed to what the sites were
+        validated with, so re-carved sites are read the same way.
 
     Raises:
         client.manifest.ManifestError: listing every problem of every manifest.
@@ -64,7 +66,11 @@ def load(*, root: str | Path | None = None, task: str | None = None, check_files
     for col in table.columns:
         if columns[col] not in FILE_ROLES and col != site_column:
             table[col] = _typed(table[col], columns[col])
-    schema = dataclasses.replace(schema, columns=columns, task=schema.task or manifests[0].task)
+    task = schema.task or manifests[0].task
+    classes = schema.classes
+    if classes is None and task in ("binary", "multiclass"):
+        classes = sort_classes(table[schema.label_column].dropna())
+    schema = dataclasses.replace(schema, columns=columns, task=task, classes=classes)
     return SampleTable(
         name="manifests",
         table=table,
@@ -72,4 +78,6 @@ def load(*, root: str | Path | None = None, task: str | None = None, check_files
         site_column=site_column,
         description=f"manifests in {str(Path(root))!r}: {len(manifests)} site(s), {len(table)} rows, "
         f"{schema.task} task, modalities {', '.join(schema.modalities)}",
+        ids_per_site=True,
+        inferred=manifests[0].inferred,
     )

@@ -1,7 +1,7 @@
 """What a partitioner returns, and the group bookkeeping every partitioner shares.
 
 A partitioner assigns each row of a :class:`SampleTable` to a virtual site, and may remove
-modalities from some rows (``drop``). Rows sharing a ``group_id`` (a lesion, a patient) always
+modalities from some rows (``drop``). Rows sharing a group (a lesion, a patient) always
 land on the same site, so no group spans two sites. Partitioners work on groups: each group
 is one unit with a size (its rows) and a stratum (its most common label, or event).
 """
@@ -79,31 +79,23 @@ class Groups:
 
 def _row_strata(table: SampleTable) -> np.ndarray:
     """A discrete stratum per row: the label, the event for survival, quantile bins for regression."""
-    frame = table.table
-    if table.schema.task == "regression" and "label" in frame.columns:
-        values = pd.to_numeric(frame["label"], errors="coerce")
+    frame, schema = table.table, table.schema
+    label, event = schema.label_column, schema.event_column
+    if schema.task == "regression" and label in frame.columns:
+        values = pd.to_numeric(frame[label], errors="coerce")
         bins = pd.qcut(values.rank(method="first"), q=min(_QUANTILE_BINS, max(values.notna().sum(), 1)), labels=False)
         return bins.fillna(-1).astype(int).astype(str).to_numpy()
-    if "label" in frame.columns:
-        return frame["label"].astype(str).to_numpy()
-    if "event" in frame.columns:
-        return frame["event"].astype(str).to_numpy()
+    if label in frame.columns:
+        return frame[label].astype(str).to_numpy()
+    if event in frame.columns:
+        return frame[event].astype(str).to_numpy()
     return np.zeros(len(frame), dtype=str)
 
 
 def table_groups(table: SampleTable) -> Groups:
-    """Collapse the rows of ``table`` into groups (``group_id``, or each row alone)."""
-    frame = table.table
-    n = len(frame)
-    if "group_id" in frame.columns:
-        keys = frame["group_id"].astype(object).where(frame["group_id"].notna(), None).tolist()
-        # A row without a group id is its own group.
-        keys = [("g", k) if k not in (None, "") else ("r", i) for i, k in enumerate(keys)]
-        codes, _ = pd.factorize(pd.Series(keys, dtype=object), sort=False)
-    else:
-        codes = np.arange(n)
-    codes = np.asarray(codes, dtype=int)
-    n_groups = int(codes.max()) + 1 if n else 0
+    """Collapse the rows of ``table`` into groups (see ``SampleTable.group_codes``)."""
+    codes = table.group_codes()
+    n_groups = int(codes.max()) + 1 if len(codes) else 0
     size = np.bincount(codes, minlength=n_groups)
     rows = pd.DataFrame({"g": codes, "s": _row_strata(table)})
     # Most common stratum per group; ties go to the first in sorted order.

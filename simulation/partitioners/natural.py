@@ -48,7 +48,7 @@ def partition(
     empty = values.isna() | (values.astype(str).str.strip() == "")
     if empty.any():
         raise ValueError(f"dataset {table.name!r}: column {column!r} is empty in {int(empty.sum())} row(s), "
-                         f"e.g. sample {table.table['sample_id'][empty].iloc[0]!r}; every row needs a site")
+                         f"e.g. sample {table.table[table.schema.id_column][empty].iloc[0]!r}; every row needs a site")
     raw = values.astype(str).to_numpy()
     safe = {v: safe_site_name(v) for v in set(raw)}
     by_name: dict[str, list[str]] = {}

@@ -183,12 +183,12 @@ def test_bad_cell(
     del name
 
 
-def test_unknown_column_with_schema(tmp_path: Path) -> None:
+def test_a_column_the_schema_does_not_name_is_inferred(tmp_path: Path) -> None:
     path, rows = _site(tmp_path)
     _write(path, HEADER + ["weight"], [r + ["70"] for r in rows])
-    with pytest.raises(ManifestError) as info:
-        read_manifest(path, schema=SCHEMA)
-    _assert_reported(info.value, path, 1, "weight", "unknown column")
+    manifest = read_manifest(path, schema=SCHEMA)
+    assert manifest.schema.columns == {**SCHEMA.columns, "weight": "numeric"}
+    assert manifest.inferred.columns == ("weight",)
 
 
 def test_schema_column_absent_from_manifest(tmp_path: Path) -> None:
@@ -326,9 +326,9 @@ def test_folder_infers_image_column_from_a_later_site(tmp_path: Path) -> None:
 
 
 def test_folder_task_is_inferred_once_for_all_sites(tmp_path: Path) -> None:
-    path_a, rows_a = _site(tmp_path, "site_a")
+    path_a, rows_a = _site(tmp_path, "site_a", n=30)
     for i, r in enumerate(rows_a):
-        r[1] = str(i % 3)  # three classes here
+        r[1] = str(i % 3)  # three classes here, the third with enough samples to be one
     _write(path_a, HEADER, rows_a)
     _site(tmp_path, "site_b")  # two classes here
     assert [m.task for m in read_manifest_folder(tmp_path)] == ["multiclass", "multiclass"]
