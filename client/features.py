@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from client.manifest import Manifest
-from client.schema import Schema, sort_classes
+from client.role_inference import sort_classes
+from client.schema import Schema
 
 __all__ = ["FeatureSpec", "site_statistics", "merge_statistics", "encode_tabular", "encode_omics", "StatisticsError"]
 

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from client.manifest_checks import Problem, check_columns, check_files, check_values, parse_csv, site_warnings
-from client.schema import FILE_ROLES, SPLITS, TASKS, Schema, SchemaError, infer_task
+from client.role_inference import infer_task
+from client.schema import FILE_ROLES, SPLITS, TASKS, Schema, SchemaError
 from client.site_schema import SCHEMA_FILE, Inferred, check_classes, resolve_schema
 
 __all__ = ["Problem", "ManifestError", "Manifest", "read_manifest", "read_manifest_folder", "SCHEMA_FILE"]

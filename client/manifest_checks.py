@@ -181,7 +181,7 @@ def _not_a_number(value: str) -> str:
     if text.lower() in MISSING_SPELLINGS:
         return f"{found}: an empty cell is the only missing value; leave the cell empty"
     if _DECIMAL_COMMA.match(text):
-        return f"{found}: write the decimal separator as a point ({text.replace(',', '.')})"
+        return f"{found}: write a point as the decimal separator and no thousands separator (12.5, 1000)"
     if _BOUND.match(text):
         return f"{found}: a bound is not a value; write the number alone or leave the cell empty"
     if _WITH_UNIT.match(text):

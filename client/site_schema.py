@@ -7,7 +7,7 @@ Rules (the README's "Your own sites" states them for users):
 - A column takes the role schema.yaml gives it. Otherwise a column named like a role
   (``CANONICAL_NAMES``) takes that role, unless schema.yaml gave the role to another
   column (then it must be declared too). Every other column's role is inferred from the
-  cells of all sites together by the "more than half" rule of ``client.schema.infer_role``.
+  cells of all sites together by the "more than half" rule of ``client.role_inference.infer_role``.
 - A column read as numeric whose other cells are text is reported at every file holding
   such cells (validation names each cell); a column numeric at some sites and text at
   others is reported at the numeric sites. Neither is resolved silently.
@@ -23,16 +23,8 @@ from typing import Sequence
 import pandas as pd
 
 from client.manifest_checks import Problem
-from client.schema import (
-    CANONICAL_NAMES,
-    SINGLE_ROLES,
-    Schema,
-    SchemaError,
-    cell_kinds,
-    infer_role,
-    non_empty_cells,
-    sort_classes,
-)
+from client.role_inference import cell_kinds, infer_role, non_empty_cells, sort_classes
+from client.schema import CANONICAL_NAMES, SINGLE_ROLES, Schema, SchemaError
 
 __all__ = [
     "Inferred",

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from client.manifest import read_manifest_folder
-from client.schema import FILE_ROLES, sort_classes
+from client.role_inference import sort_classes
+from client.schema import FILE_ROLES
 from simulation.datasets.base import DATASETS, SampleTable
 
 __all__ = ["load"]

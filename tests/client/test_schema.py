@@ -1,23 +1,10 @@
-"""Tests for client/schema.py: roles, schema.yaml round trip and rejection, inference."""
+"""Tests for client/schema.py: roles, schema.yaml round trip and rejection."""
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 
-from client.schema import (
-    MODALITY_ORDER,
-    ROLES,
-    Schema,
-    SchemaError,
-    describe_schema,
-    infer_schema,
-    infer_task,
-)
-
-
-def _table(**columns: list[str | None]) -> pd.DataFrame:
-    return pd.DataFrame(columns, dtype=object)
+from client.schema import MODALITY_ORDER, ROLES, Schema, SchemaError
 
 
 FULL = Schema(
@@ -38,75 +25,6 @@ FULL = Schema(
     categories={"sex": ["F", "M"]},
     shapes={"ct": [1, 8, 8]},
 )
-
-
-# (column name, cells, expected role)
-ROLE_CASES = [
-    ("sample_id", ["a", "b"], "id"),
-    ("label", ["0", "1"], "label"),
-    ("time", ["1.5", "3"], "time"),
-    ("event", ["0", "1"], "event"),
-    ("group_id", ["p1", "p1"], "group"),
-    ("split", ["train", "test"], "split"),
-    ("scan", ["a/1.png", "a/2.PNG"], "image"),
-    ("photo", ["x.jpg", "y.jpeg"], "image"),
-    ("mri", ["x.nii.gz", None, "y.nii"], "image"),
-    ("image_npy", ["x.npy", "y.npy"], "image"),
-    ("ecg", ["x.npy", "y.npy"], "series"),
-    ("trace", ["x.csv", None], "series"),
-    ("age", ["34", "-1.5e2", None], "numeric"),
-    ("bmi", ["22.5", "nan"], "numeric"),  # nan is reported by validation, not demoted to categorical
-    ("sex", ["F", "M", None], "categorical"),
-    ("mixed", ["1", "two"], "categorical"),
-    ("empty", [None, None], "ignore"),
-    ("img_path", [None, None], "image"),
-]
-
-
-@pytest.mark.parametrize(("name", "cells", "role"), ROLE_CASES, ids=[c[0] for c in ROLE_CASES])
-def test_infer_schema_roles(name: str, cells: list[str | None], role: str) -> None:
-    schema = infer_schema(_table(**{name: cells}), source="site.csv")
-    assert schema.columns == {name: role}
-
-
-def test_infer_schema_keeps_column_order() -> None:
-    table = _table(label=["0", "1"], age=["1", "2"], sample_id=["a", "b"])
-    assert list(infer_schema(table, source="s.csv").columns) == ["label", "age", "sample_id"]
-
-
-# (labels, expected task)
-TASK_CASES = [
-    (["yes", "no", "yes"], "binary"),
-    (["a", "b", "c"], "multiclass"),
-    (["0", "1", "1"], "binary"),
-    (["0", "1", "2", None], "multiclass"),
-    (["1.0", "2.0", "3.0"], "multiclass"),
-    (["0.5", "1.25", "3"], "regression"),
-    ([str(i) for i in range(25)], "regression"),
-    (["only"], "binary"),
-]
-
-
-@pytest.mark.parametrize(("labels", "task"), TASK_CASES)
-def test_infer_task_from_labels(labels: list[str | None], task: str) -> None:
-    schema = Schema(columns={"sample_id": "id", "label": "label"})
-    table = _table(sample_id=[str(i) for i in range(len(labels))], label=labels)
-    assert infer_task(schema, table) == task
-
-
-def test_infer_task_survival_and_overrides() -> None:
-    table = _table(sample_id=["a", "b"], time=["1", "2"], event=["0", "1"], label=["x", "y"])
-    survival = Schema(columns={"sample_id": "id", "time": "time", "event": "event", "label": "label"})
-    assert infer_task(survival, table) == "survival"
-    forced = Schema(columns={"sample_id": "id", "label": "label"}, task="multiclass")
-    assert infer_task(forced, table) == "multiclass"
-    by_classes = Schema(columns={"sample_id": "id", "label": "label"}, classes=["x", "y", "z"])
-    assert infer_task(by_classes, table) == "multiclass"
-
-
-def test_infer_task_without_label_raises() -> None:
-    with pytest.raises(ValueError, match="label"):
-        infer_task(Schema(columns={"sample_id": "id"}), _table(sample_id=["a"]))
 
 
 def test_roundtrip_yaml(tmp_path) -> None:
@@ -207,10 +125,3 @@ def test_constructor_validates() -> None:
     with pytest.raises(SchemaError, match="columns.x"):
         Schema(columns={"x": "pixels"})
     assert set(ROLES) >= set(FULL.columns.values())
-
-
-def test_describe_schema_lists_every_column() -> None:
-    text = describe_schema(FULL)
-    for col, role in FULL.columns.items():
-        assert any(line.split() == [col, role] for line in text.splitlines())
-    assert "task: binary" in text

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from client.manifest import ManifestError, Problem, read_manifest, read_manifest_folder
-from client.schema import Schema, infer_role
+from client.schema import Schema
 from client.site_schema import MIN_ONE_SITE_SAMPLES, describe_sites
 
 SITES = {"north": 30, "south": 24, "east": 18}
@@ -72,7 +72,8 @@ STRAYS = [
     ("NA", "leave the cell empty"),
     ("\u2014", "leave the cell empty"),
     ("?", "leave the cell empty"),
-    ("12,5", "decimal separator as a point (12.5)"),
+    ("12,5", "a point as the decimal separator"),
+    ("1,000", "no thousands separator"),
     (">90", "a bound is not a value"),
     ("<= 5", "a bound is not a value"),
     ("12 mg", "without its unit"),
@@ -127,22 +128,6 @@ def test_declared_roles_win_over_inference(tmp_path: Path) -> None:
     expected = {"sample_id": "id", "label": "label", "chol": "categorical", "sex": "categorical"}
     assert manifests[0].schema.columns == expected
     assert manifests[0].inferred.columns == ("sample_id", "label", "sex")
-
-
-# (spellings, role): "more than half" of the cells that are not a missing-value spelling
-MOST_CASES = [
-    (["1", "2", "3", "x"], "numeric"),
-    (["1", "x"], "categorical"),
-    (["1", "x", "y"], "categorical"),
-    (["1", "2", "n/a", "NA", "-"], "numeric"),
-    (["n/a", "NA"], "ignore"),
-    (["a.png", "b.png", "none"], "image"),
-]
-
-
-@pytest.mark.parametrize(("cells", "role"), MOST_CASES)
-def test_the_more_than_half_rule(cells: list[str], role: str) -> None:
-    assert infer_role("col", pd.Series(cells, dtype=object)) == role
 
 
 def test_a_rare_class_at_one_site_stops_the_run(tmp_path: Path) -> None:
