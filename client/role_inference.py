@@ -114,8 +114,10 @@ def infer_task(schema: Schema, table: pd.DataFrame) -> str:
 
     Survival when ``time`` and ``event`` roles are present; otherwise from the label column:
     two classes (names in ``schema.classes``, or distinct values) -> binary, more ->
-    multiclass; labels that are all integers with at most 20 distinct values are class ids;
-    other numbers -> regression. A site with one class only is binary.
+    multiclass; when more than half of the labels are numbers (the rule of ``infer_role``),
+    integers with at most 20 distinct values are class ids and other numbers a regression
+    target, and the other labels are left for validation to report. A site with one class
+    only is binary.
 
     Args:
         schema: column roles (and optionally the task and classes).
@@ -138,8 +140,9 @@ def infer_task(schema: Schema, table: pd.DataFrame) -> str:
     values = non_empty_cells(table[labels[0]])
     if values.empty:
         raise ValueError(f"cannot infer the task: column {labels[0]!r} has no values")
-    numbers = _numbers(values)
-    if numbers is None:
+    is_number, _ = cell_kinds(values)
+    numbers = _numbers(values[is_number])
+    if numbers is None or is_number.sum() <= (~is_number).sum():
         return "binary" if values.nunique() <= 2 else "multiclass"
     distinct = np.unique(numbers)
     if all(math.isclose(v, round(v)) for v in distinct) and len(distinct) <= _MAX_INTEGER_CLASSES:

@@ -58,6 +58,9 @@ TASK_CASES = [
     (["0.5", "1.25", "3"], "regression"),
     ([str(i) for i in range(25)], "regression"),
     (["only"], "binary"),
+    (["0.5", "1.25", "3", "2.5", "high"], "regression"),  # the stray label is reported by validation
+    (["0", "1", "1", "n/a"], "binary"),
+    (["1.5", "x", "y"], "multiclass"),
 ]
 
 

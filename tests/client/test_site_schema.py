@@ -159,6 +159,18 @@ def test_a_rare_class_spread_over_sites_is_reported_in_each_file(tmp_path: Path)
     assert "class 'unsure' in row 4" in _at(problems, paths["east"], None, "label")[0]
 
 
+def test_a_stray_word_among_regression_labels_is_reported(tmp_path: Path) -> None:
+    paths = _sites(tmp_path)
+    for path in paths.values():
+        frame = pd.read_csv(path, dtype=str)
+        frame["label"] = frame["chol"]
+        frame.to_csv(path, index=False)
+    _edit(paths["north"], {(6, "label"): "high"})
+    problems = _problems(tmp_path)
+    assert [(p.row, p.column) for p in problems] == [(8, "label")]
+    assert "expected a number, found 'high'" in problems[0].message
+
+
 def test_declared_classes_are_honoured_and_bound_the_labels(tmp_path: Path) -> None:
     paths = _sites(tmp_path, schema="schema_version: 1\ncolumns: {}\nclasses: [0, 1, 7]\n")
     _edit(paths["south"], {(3, "label"): "7"})
