@@ -3,10 +3,12 @@ data sets and on synthetic data with a modality missing, at one fixed budget per
 
 The data path is a simulation's: :func:`simulation.prepare.prepare_sites` writes and validates
 the site manifests, the feature spec comes from the sites' statistics, and evaluation is
-:func:`simulation.evaluation.summarise_method` (per site, mean over sites, pooled test). The
-federation runs in-process: each site's copy trains with :func:`client.train.train_local`
-and the server merges the replies with :func:`server.strategy.aggregate_modules`, the
-ServerApp's own aggregation, without Flower's transport.
+:func:`simulation.evaluation.summarise_method` (per site, mean over readable sites, pooled
+test). The federated arm is the ServerApp's own ``main`` with the real ClientApp handlers on
+an :class:`simulation.inprocess_grid.InProcessGrid` (no SuperLink or Ray, which would cost
+more than a head's run): the same statistics round, :func:`client.round.train_round` at every
+site, per-module aggregation and site-side final evaluation as ``fedfusion simulate``. The
+pooled arm trains through the same :func:`client.round.train_round`.
 
 Usage: ``python -m benchmarks.fusion_zoo --datasets synthetic ham10000 --seeds 0 1 2``;
 ``--quick`` is a smoke-test budget. See ``benchmarks/README.md``.
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 import tempfile
@@ -30,7 +31,6 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from flwr.app import ArrayRecord, MetricRecord
 from hydra import compose, initialize_config_dir
 from rich.console import Console
 
@@ -38,18 +38,21 @@ from benchmarks.fusion_zoo_report import FEDERATED_LABEL, print_table, to_markdo
 from client.atomic_io import atomic_write_text
 from client.data import SiteDataset, default_cache_dir, load_site_dataset
 from client.features import FeatureSpec, merge_statistics, site_statistics
-from client.train import TrainSettings, make_loader, resolve_device, train_local
-from client.update import round_seed as site_round_seed
-from client.update import site_update
+from client.app import app as client_app
+from client.train import make_loader, resolve_device
 from fusion_models.fusion import FUSIONS
 from fusion_models.model import ModelSpec, MultimodalModel, build_model
 from fusion_models.task import Task, make_task
+from server.app import main as server_main
+from server.checkpoint import load_checkpoint
+from server.final_evaluation import SITE_EVALUATION_FILE, read_site_evaluations
 from server.model_setup import make_model_spec
-from server.strategy import aggregate_modules
+from server.settings import RunSettings
 from simulation.baselines import train_pooled
 from simulation.cli import CONFIG_DIR
 from simulation.config import SimulationConfig
-from simulation.evaluation import predict_sites, summarise_method
+from simulation.evaluation import evaluate_sites, pooled_test_metrics, summarise_method
+from simulation.inprocess_grid import run_server_in_process
 from simulation.prepare import prepare_sites
 from simulation.results import json_safe
 from simulation.run import TABLE_METRICS
@@ -83,6 +86,7 @@ class Sites:
     features: FeatureSpec
     task: Task
     data: dict[str, dict[str, SiteDataset]]
+    manifests: dict[str, Path]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -150,8 +154,8 @@ def prepare(config: SimulationConfig, run_dir: Path) -> Sites:
     features = merge_statistics(stats, schema=manifests[0].schema, task=manifests[0].task)
     task = make_task(features.task, num_classes=max(2, len(features.classes)))
     data = {split: {m.site: load_site_dataset(m, features, split=split, cache_dir=default_cache_dir(m))
-                    for m in manifests} for split in ("train", "test")}  # fmt: skip
-    return Sites(config=config, features=features, task=task, data=data)
+                    for m in manifests} for split in ("train", "val", "test")}  # fmt: skip
+    return Sites(config=config, features=features, task=task, data=data, manifests={m.site: m.path for m in manifests})
 
 
 def expand_heads(requested: list[str] | None, modalities: list[str]) -> list[tuple[str, str, str | None]]:
@@ -199,52 +203,28 @@ def _trainable(model: MultimodalModel) -> int:
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
-def _site_update(model: MultimodalModel, dataset: SiteDataset) -> tuple[ArrayRecord, MetricRecord]:
-    """Exactly what the ClientApp sends back (client/update.py), as Flower records."""
-    state, counts = site_update(model, dataset)
-    return ArrayRecord(state), MetricRecord(counts)
+def train_federated(settings: RunSettings, sites: Sites, run_dir: Path) -> tuple[list, dict[str, float], ModelSpec]:
+    """The ServerApp's ``main`` over an in-process grid of the sites' ClientApps.
 
-
-def train_federated(
-    spec: ModelSpec, train_sets: dict[str, SiteDataset], task: Task, settings: TrainSettings,
-    *, rounds: int, seed: int, device: torch.device,
-) -> tuple[MultimodalModel, dict[str, float]]:  # fmt: skip
-    """In-process FedAvg: per round every site trains a copy of the global weights with
-    :func:`train_local` and :func:`aggregate_modules` merges the replies per module.
-
-    Returns the global model and ``{"steps", "train_s"}`` (optimisation steps over all sites
-    and the seconds spent inside ``train_local``).
+    Returns what the sites reported in the final evaluation round, ``{"steps", "train_s"}``
+    (optimisation steps over all sites, read from their replies, and the wall time of the
+    whole federation), and the model spec the ServerApp built.
     """
-    global_model = build_model(spec, seed=seed)
-    arrays = ArrayRecord(global_model.state_dict())
-    steps, train_s = 0.0, 0.0
-    for server_round in range(1, rounds + 1):
-        global_arrays = {k: v.numpy() for k, v in arrays.items()}  # as the strategy's configure_train
-        updates = []
-        for site, dataset in train_sets.items():
-            if len(dataset) == 0:
-                continue
-            local = build_model(spec)
-            local.load_state_dict(arrays.to_torch_state_dict())
-            start = time.perf_counter()
-            result = train_local(local, dataset, task, settings, seed=site_round_seed(seed, server_round, site),
-                                 device=device)  # fmt: skip
-            train_s += time.perf_counter() - start
-            steps += result["steps"]
-            updates.append(_site_update(local, dataset))
-        merged = aggregate_modules(global_arrays, updates)
-        arrays = ArrayRecord({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in merged.items()})
-    global_model.load_state_dict(arrays.to_torch_state_dict())
-    return global_model, {"steps": steps, "train_s": train_s}
+    run_config = {"config-json": settings.to_json(), "run-dir": str(run_dir)}
+    nodes = {i + 1: {"manifest": str(path)} for i, path in enumerate(sites.manifests.values())}
+    start = time.perf_counter()
+    run_server_in_process(server_main, client_app, nodes, run_config)
+    train_s = time.perf_counter() - start
+    evaluations, failures = read_site_evaluations(run_dir / "federated" / SITE_EVALUATION_FILE)
+    if failures:
+        raise RuntimeError(f"sites failed the final evaluation: {failures}")
+    steps = sum(float(entry.get("train-steps", 0.0)) for entry in map(json.loads, (run_dir / "federated" / "site_metrics.jsonl")
+                                                                         .read_text().splitlines()) if entry["kind"] == "train")  # fmt: skip
+    return evaluations, {"steps": steps, "train_s": train_s}, ModelSpec.from_dict(load_checkpoint(run_dir / "federated" / "global.pt")["model_spec"])
 
 
-def _pooled_steps(train_sets: dict[str, SiteDataset], settings: TrainSettings, rounds: int) -> float:
-    """Steps :func:`train_pooled` makes: train_local's count per round on the concatenated sets."""
-    n = sum(len(d) for d in train_sets.values())
-    return float(rounds * max(1, math.ceil(settings.epochs * math.ceil(n / settings.batch_size))))
-
-
-def run_head(label: str, spec: ModelSpec, sites: Sites, *, seed: int, bootstrap: int, device: torch.device) -> list[dict]:
+def run_head(label: str, spec: ModelSpec, sites: Sites, *, seed: int, bootstrap: int, device: torch.device,
+             work_dir: Path) -> list[dict]:  # fmt: skip
     """Train one head pooled and federated on one seed's sites; one result row per method."""
     run, task = sites.config.run, sites.task
     metrics = TABLE_METRICS[task.name]
@@ -253,12 +233,21 @@ def run_head(label: str, spec: ModelSpec, sites: Sites, *, seed: int, bootstrap:
     for method in METHODS:
         start = time.perf_counter()
         if method == "pooled":
-            model = train_pooled(sites.data["train"], {}, spec, task, run.train, rounds=run.rounds, seed=seed, device=device)
-            timing = {"train_s": time.perf_counter() - start, "steps": _pooled_steps(sites.data["train"], run.train, run.rounds)}
+            model, steps = train_pooled(sites.data["train"], {}, spec, task, run.train, rounds=run.rounds, seed=seed,
+                                        device=device)  # fmt: skip
+            timing = {"train_s": time.perf_counter() - start, "steps": float(steps)}
+            evaluations = evaluate_sites(lambda site, model=model: model, sites.data["val"], sites.data["test"], task,
+                                         model_name="pooled", device=device, n_boot=bootstrap, seed=seed)  # fmt: skip
         else:
-            model, timing = train_federated(spec, sites.data["train"], task, run.train, rounds=run.rounds, seed=seed, device=device)
-        predictions = predict_sites(lambda site, model=model: model, sites.data["test"], task, device=device)
-        summary = summarise_method(predictions, task, metrics=metrics, n_boot=bootstrap, seed=seed)
+            settings = replace(run, bootstrap=bootstrap, num_sites=len(sites.manifests),
+                               model=replace(run.model, fusion=dict(spec.fusion)))  # fmt: skip
+            evaluations, timing, built = train_federated(settings, sites, work_dir / f"{label.replace(':', '_')}_{seed}")
+            if built.to_dict() != spec.to_dict():
+                raise RuntimeError(f"the ServerApp built another model than the benchmark's spec for {label}")
+            model = build_model(built)
+            model.load_state_dict(load_checkpoint(work_dir / f"{label.replace(':', '_')}_{seed}" / "federated" / "global.pt")["state_dict"])
+        pooled = pooled_test_metrics(lambda site, model=model: model, sites.data["test"], task, device=device)
+        summary = summarise_method(evaluations, metrics=metrics, pooled=pooled)
         rows.append({"head": label, "method": method, "seed": seed, "params": params, "steps": int(timing["steps"]),
                      "step_time_s": timing["train_s"] / max(timing["steps"], 1.0),
                      "wall_s": time.perf_counter() - start, **summary})  # fmt: skip
@@ -334,7 +323,8 @@ def run_variant(variant: Variant, args: argparse.Namespace, device: torch.device
                     continue
                 with console.status(f"{variant.key} seed {seed} [bold]{label}[/]"):
                     try:
-                        rows = run_head(label, spec, sites, seed=seed, bootstrap=args.bootstrap, device=device)
+                        rows = run_head(label, spec, sites, seed=seed, bootstrap=args.bootstrap, device=device,
+                                        work_dir=Path(tmp) / "runs")
                     except Exception as error:  # noqa: BLE001 - one broken head must not end a long benchmark
                         skipped[label] = {"head": label, "stage": "train", "seed": seed,
                                           "reason": f"{type(error).__name__}: {error}",

@@ -12,7 +12,8 @@ from simulation.results import json_safe
 
 __all__ = ["FEDERATED_LABEL", "HEADER", "table_rows", "to_markdown", "print_table"]
 
-FEDERATED_LABEL = "federated (in-process FedAvg, the ServerApp's aggregation code without Flower transport)"
+FEDERATED_LABEL = ("federated (the ServerApp's main and the ClientApp's handlers on an in-process grid: "
+                   "no SuperLink or Ray; figures reported by the sites)")
 
 
 def _fmt(mean: float, std: float | None = None, digits: int = 3) -> str:

@@ -9,7 +9,7 @@ site's state lives across rounds as it does on a SuperNode.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import uuid4
 
@@ -18,8 +18,9 @@ from flwr.common.constant import ErrorCode
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
 
-__all__ = ["InProcessGrid"]
+__all__ = ["InProcessGrid", "run_server_in_process"]
 
 
 class InProcessGrid(Grid):
@@ -80,3 +81,25 @@ class InProcessGrid(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         return self.pull_messages(self.push_messages(messages))
+
+
+def run_server_in_process(
+    server_main: Callable[[Grid, Context], None],
+    client_app: ClientApp,
+    node_configs: dict[int, dict[str, Any]],
+    run_config: dict[str, Any],
+    *,
+    run_id: int = 1,
+) -> None:
+    """Run ``server_main`` over an :class:`InProcessGrid` of ``node_configs``.
+
+    Sets the run's task identity for the duration, as Flower's runtime does before an app
+    runs (messages are stamped with it), and restores what was there.
+    """
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = run_id, run_id, 0
+    try:
+        grid = InProcessGrid(client_app, node_configs, run_config, run_id=run_id)
+        server_main(grid, Context(run_id=run_id, node_id=0, node_config={}, state=RecordDict(), run_config=dict(run_config)))
+    finally:
+        TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved

@@ -10,7 +10,7 @@ from benchmarks.fusion_zoo import FEDERATED_LABEL, METHODS, expand_heads, main, 
 def test_quick_run_writes_a_row_per_head_and_method(tmp_path):
     out = tmp_path / "zoo"
     results = main(["--quick", "--datasets", "synthetic", "--heads", "concat", "single", "--missing", "0.3",
-                    "--max-samples", "160", "--out", str(out)])  # fmt: skip
+                    "--max-samples", "600", "--override", "num_sites=2", "--out", str(out)])  # fmt: skip
     stored = json.loads((out / "results.json").read_text())
     assert stored["config"]["seeds"] == [0] and stored["federated"] == FEDERATED_LABEL
     (key, entry), = stored["datasets"].items()

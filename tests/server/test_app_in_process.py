@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from flwr.app import Context, RecordDict
 
 from client.app import app as client_app
 from client.data import load_site_dataset
@@ -18,7 +17,7 @@ from server.app import main as server_main
 from server.checkpoint import load_checkpoint
 from server.default_config import default_run_settings
 from server.final_evaluation import read_site_evaluations
-from simulation.inprocess_grid import InProcessGrid
+from simulation.inprocess_grid import run_server_in_process
 from tests.conftest import write_image_sites
 
 
@@ -36,15 +35,13 @@ def _run(tmp_path, overrides):
     _with_splits(paths)
     settings = default_run_settings(["rounds=2", "num_sites=2", "train.batch_size=8", "model.feature_dim=8", "bootstrap=30", *overrides])
     run_dir = tmp_path / "run"
-    grid = InProcessGrid(client_app, {i + 1: {"manifest": str(p)} for i, p in enumerate(paths)},
-                         {"config-json": settings.to_json(), "run-dir": str(run_dir)})  # fmt: skip
-    server_main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
-                              run_config={"config-json": settings.to_json(), "run-dir": str(run_dir)}))  # fmt: skip
+    run_server_in_process(server_main, client_app, {i + 1: {"manifest": str(p)} for i, p in enumerate(paths)},
+                          {"config-json": settings.to_json(), "run-dir": str(run_dir)})  # fmt: skip
     return paths, run_dir
 
 
 @pytest.mark.parametrize("strategy", ["fedavg", "fedprox"])
-def test_server_main_trains_checkpoints_and_gathers_site_evaluations(tmp_path, task_identity, strategy):
+def test_server_main_trains_checkpoints_and_gathers_site_evaluations(tmp_path, strategy):
     paths, run_dir = _run(tmp_path, [f"strategy={strategy}", "personalization=finetune",
                                      "personalization.min_train_positives=0", "train.label_skew=logit_adjust"])
     federated = run_dir / "federated"
