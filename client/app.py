@@ -22,8 +22,8 @@ from client.data import SiteDataset, default_cache_dir, load_site_dataset
 from client.features import FeatureSpec, site_statistics
 from client.manifest import Manifest, read_manifest
 from client.messages import RoundConfig
-from client.personalization import personalize, save_personal_model
-from client.round import round_seed, train_round
+from client.personalization import personal_model, personal_round
+from client.round import round_seed
 from client.schema import Schema
 from client.site_evaluation import evaluate_at_site
 from client.train import evaluate, resolve_device
@@ -125,9 +125,10 @@ def _unpack(msg: Message, context: Context) -> _Site:
 def train(msg: Message, context: Context) -> Message:
     """One round of local training from the global weights; reply with the modules trained."""
     site = _unpack(msg, context)
-    result = train_round(site.model, site.dataset("train"), site.task, site.config.train,
-                         seed=round_seed(site.config.seed, site.server_round, site.manifest.site),
-                         device=site.device)  # fmt: skip
+    result = personal_round(site.model, site.dataset("train"), site.task, site.config.train, site.config.personalization,
+                            state_dir=site_state_dir(context, site.manifest.site),
+                            seed=round_seed(site.config.seed, site.server_round, site.manifest.site), device=site.device,
+                            server_round=site.server_round)  # fmt: skip
     content = RecordDict({keys.ARRAYS: ArrayRecord(result.state), keys.METRICS: MetricRecord(result.metrics()),
                           keys.SITE: _site_record(site.manifest)})  # fmt: skip
     return Message(content=content, reply_to=msg)
@@ -159,11 +160,9 @@ def evaluate_final(msg: Message, context: Context) -> Message:
               "n_boot": config.bootstrap, "seed": round_seed(config.seed, site.server_round, name)}  # fmt: skip
     evaluations = [evaluate_at_site(site.model, model_name="global", **common)]
     if config.personalization.name != "none":
-        personal, steps, note = personalize(site.model, site.dataset("train"), site.task, config.train,
-                                            config.personalization, seed=common["seed"], device=site.device)  # fmt: skip
-        save_personal_model(site_state_dir(context, name) / "personal.pt", personal,
-                            meta={"site": name, "round": site.server_round, "personalization": config.personalization.name,
-                                  "steps": steps, "note": note})  # fmt: skip
+        personal, steps, note = personal_model(site.model, site.dataset("train"), site.task, config.train,
+                                               config.personalization, state_dir=site_state_dir(context, name),
+                                               seed=common["seed"], device=site.device)  # fmt: skip
         result = evaluate_at_site(personal, model_name="personalized", train_steps=steps, **common)
         if note:
             result = replace(result, note="; ".join(filter(None, [result.note, note])))

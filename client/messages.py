@@ -98,7 +98,8 @@ class RoundConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             if is_dataclass(value):
-                flat.update({f"{f.name}.{k}".replace("_", "-"): v for k, v in asdict(value).items()})
+                flat.update({f"{f.name}.{k}".replace("_", "-"): list(v) if isinstance(v, tuple) else v
+                             for k, v in asdict(value).items()})  # fmt: skip
             else:
                 flat[f.name.replace("_", "-")] = value
         flat.update(extra)

@@ -1,18 +1,29 @@
-"""Personalisation at a site: a model of its own, derived from the final global model.
+"""Personalisation at a site: a model of its own beside the global one.
 
-``finetune``: local epochs on the site's training split, starting from the global weights
-(the lead measured on HAM10000: it beat local-only at most data-rich sites). The rule that
-decides where it applies is fixed in the config before results are seen: a site with fewer
-than ``min_train_positives`` training positives (binary) or events (survival) keeps the
-global model as its personalised model, and its report says so.
+- ``finetune``: local epochs on the site's training split, starting from the final global
+  model. The rule that decides where it applies is fixed in the config before results are
+  seen: a site with fewer than ``min_train_positives`` training positives (binary) or
+  events (survival) keeps the global model as its personalised model, and says so.
+- ``fedper`` (Arivazhagan et al. 2019): the modules in ``keep_modules`` stay at the site.
+  Every round the site puts its own copy into the global model, trains, keeps the new copy
+  and sends only the other modules; its personalised model is the global one with its own
+  modules in.
+- ``ditto`` (Li et al. 2021): beside each round's global update the site trains a personal
+  model on ``loss + lambda / 2 * ||w - w_global||^2``; that model is its personalised one.
 
-The personalised weights are the site's own: they are written, atomically, to the site's
-state folder and never sent.
+Personal state is the site's own: written atomically (fsync, rename) to its state folder,
+read back by the next round's process, and never sent.
+
+References:
+    Arivazhagan et al., "Federated Learning with Personalization Layers", 2019. https://arxiv.org/abs/1912.00818
+    Li et al., "Ditto: Fair and Robust Federated Learning Through Personalization", ICML 2021.
+    https://arxiv.org/abs/2012.04221
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +31,21 @@ import torch
 
 from client.atomic_io import atomic_open
 from client.data import SiteDataset
-from client.round import train_round
-from client.settings import PERSONALIZATIONS, PersonalizationSettings, TrainSettings
-from fusion_models.model import MultimodalModel
+from client.round import RoundResult, train_round
+from client.settings import PersonalizationSettings, TrainSettings
+from fusion_models.model import MultimodalModel, module_of
 from fusion_models.task import Task
 
-__all__ = ["PERSONALIZATIONS", "PersonalizationSettings", "personalize", "save_personal_model", "load_personal_model"]
+__all__ = [
+    "PERSONAL_FILE",
+    "personalize",
+    "personal_round",
+    "personal_model",
+    "save_personal_model",
+    "load_personal_model",
+]
 
+PERSONAL_FILE = "personal.pt"
 _FORMAT_VERSION = 1
 
 
@@ -36,6 +55,79 @@ def _minority_count(task: Task, target: torch.Tensor) -> int | None:
     if task.name == "survival":
         return int(target[:, 1].sum()) if len(target) else 0
     return None
+
+
+def _kept(model: MultimodalModel, settings: PersonalizationSettings) -> frozenset[str]:
+    modules = {module_of(k) for k in model.state_dict()}
+    unknown = sorted(set(settings.keep_modules) - modules)
+    if unknown:
+        raise ValueError(f"personalization.keep_modules: {unknown} are not modules of this model; it has {sorted(modules)}")
+    return frozenset(settings.keep_modules)
+
+
+def personal_round(
+    model: MultimodalModel,
+    train_set: SiteDataset,
+    task: Task,
+    train: TrainSettings,
+    settings: PersonalizationSettings,
+    *,
+    state_dir: Path,
+    seed: int,
+    device: torch.device,
+    server_round: int,
+) -> RoundResult:
+    """One round of local training under ``settings``; returns what the site sends.
+
+    ``none`` and ``finetune`` train the global model as every site does; ``fedper`` and
+    ``ditto`` also read and write the site's personal state in ``state_dir``.
+    """
+    path = state_dir / PERSONAL_FILE
+    if settings.name == "fedper":
+        keep = _kept(model, settings)
+        if path.is_file():
+            model.load_state_dict(load_personal_model(path)["state_dict"], strict=False)
+        result = train_round(model, train_set, task, train, seed=seed, device=device, keep=keep)
+        own = {k: v for k, v in model.state_dict().items() if module_of(k) in keep}
+        save_personal_model(path, own, meta={"personalization": "fedper", "round": server_round, "modules": sorted(keep)})
+        return result
+    if settings.name == "ditto":
+        anchor = [p.detach().clone() for p in model.parameters()]
+        personal = copy.deepcopy(model)
+        if path.is_file():
+            personal.load_state_dict(load_personal_model(path)["state_dict"])
+        own = train_round(personal, train_set, task, replace(train, proximal_mu=settings.ditto_lambda), seed=seed + 1,
+                          device=device, anchor=anchor)  # fmt: skip
+        save_personal_model(path, personal.state_dict(), meta={"personalization": "ditto", "round": server_round,
+                                                               "steps": own.steps})  # fmt: skip
+    return train_round(model, train_set, task, train, seed=seed, device=device)
+
+
+def personal_model(
+    global_model: MultimodalModel,
+    train_set: SiteDataset,
+    task: Task,
+    train: TrainSettings,
+    settings: PersonalizationSettings,
+    *,
+    state_dir: Path,
+    seed: int,
+    device: torch.device,
+) -> tuple[MultimodalModel, int, str]:
+    """The site's personalised model for the final evaluation, the local steps it took
+    (``finetune`` only), and a note when a rule kept the global model."""
+    model = copy.deepcopy(global_model)
+    path = state_dir / PERSONAL_FILE
+    if settings.name in ("fedper", "ditto"):
+        if not path.is_file():
+            return model, 0, "no personal state (the site trained in no round): the global model"
+        model.load_state_dict(load_personal_model(path)["state_dict"], strict=settings.name == "ditto")
+        return model, 0, ""
+    if settings.name != "finetune":
+        raise ValueError(f"personal_model() called with personalization.name {settings.name!r}")
+    model, steps, note = personalize(model, train_set, task, train, settings, seed=seed, device=device)
+    save_personal_model(path, model.state_dict(), meta={"personalization": "finetune", "steps": steps, "note": note})
+    return model, steps, note
 
 
 def personalize(
@@ -48,31 +140,31 @@ def personalize(
     seed: int,
     device: torch.device,
 ) -> tuple[MultimodalModel, int, str]:
-    """The site's personalised model, the local steps it took, and a note when the rule kept the global model."""
-    if settings.name == "none":
-        raise ValueError("personalize() called with personalization.name 'none'")
+    """``finetune``: the fine-tuned copy, its local steps, and a note when the rule kept the global model."""
     model = copy.deepcopy(global_model)
     count = _minority_count(task, train_set.target)
     if count is not None and count < settings.min_train_positives:
         what = "events" if task.name == "survival" else "positives"
         return model, 0, f"kept the global model: {count} training {what} < {settings.min_train_positives}"
-    result = train_round(model, train_set, task, TrainSettings(**{**train.__dict__, "epochs": settings.epochs,
-                                                                  "proximal_mu": 0.0}),
-                         seed=seed, device=device)  # fmt: skip
+    result = train_round(model, train_set, task, replace(train, epochs=settings.epochs, proximal_mu=0.0), seed=seed,
+                         device=device)  # fmt: skip
     return model, result.steps, ""
 
 
-def save_personal_model(path: Path, model: MultimodalModel, *, meta: dict[str, Any]) -> Path:
-    """Write the personalised weights and what made them to ``path`` atomically (fsync, rename)."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+def save_personal_model(path: Path, state_dict: dict[str, torch.Tensor], *, meta: dict[str, Any]) -> Path:
+    """Write personal weights and what made them to ``path`` atomically (fsync, rename)."""
+    state = {k: v.detach().cpu() for k, v in state_dict.items()}
     with atomic_open(path, "wb", fsync=True) as f:
         torch.save({"state_dict": state, "meta": meta, "format_version": _FORMAT_VERSION}, f)
     return Path(path)
 
 
 def load_personal_model(path: Path) -> dict[str, Any]:
-    """Read what :func:`save_personal_model` wrote; refuses another format, naming the file."""
-    data = torch.load(path, map_location="cpu", weights_only=False)
+    """Read what :func:`save_personal_model` wrote; refuses anything else, naming the file."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - a truncated or foreign file: say which and stop
+        raise ValueError(f"{path}: cannot read the site's personal state ({type(error).__name__}: {error})") from error
     if not isinstance(data, dict) or data.get("format_version") != _FORMAT_VERSION or "state_dict" not in data:
-        raise ValueError(f"{path}: not a fedfusion personal model (format {_FORMAT_VERSION} expected)")
+        raise ValueError(f"{path}: not a fedfusion personal state (format {_FORMAT_VERSION} expected)")
     return data

@@ -56,14 +56,20 @@ def train_round(
     *,
     seed: int,
     device: torch.device,
+    anchor: list[torch.Tensor] | None = None,
+    keep: frozenset[str] = frozenset(),
 ) -> RoundResult:
     """Train ``model`` in place for one round on ``dataset``; returns what the site sends.
 
     The label-skew offset comes from ``dataset``'s own labels (a site knows its own counts).
+    ``anchor`` is the proximal term's reference (default: the weights at the start), and
+    modules in ``keep`` (FedPer) are trained but never sent, nor their counts.
     """
     offset = label_offsets(settings.label_skew, task, dataset.target)
-    result = train_local(model, dataset, task, settings, seed=seed, device=device, label_offset=offset)
+    result = train_local(model, dataset, task, settings, seed=seed, device=device, label_offset=offset, anchor=anchor)
     state, counts = site_update(model, dataset)
+    state = {k: v for k, v in state.items() if module_of(k) not in keep}
+    counts = {k: n for k, n in counts.items() if k.removeprefix(f"{NUM_EXAMPLES}.") not in keep}
     return RoundResult(state=state, counts=counts, loss=float(result["loss"]), steps=int(result["steps"]),
                        samples=int(result["samples"]))  # fmt: skip
 

@@ -12,7 +12,7 @@ from client.label_skew import check_label_skew
 
 __all__ = ["TrainSettings", "PersonalizationSettings", "PERSONALIZATIONS"]
 
-PERSONALIZATIONS = ("none", "finetune")
+PERSONALIZATIONS = ("none", "finetune", "fedper", "ditto")
 
 
 @dataclass(frozen=True)
@@ -47,23 +47,35 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class PersonalizationSettings:
-    """How a site derives its own model.
+    """How a site derives its own model (see :mod:`client.personalization`).
 
     Args:
-        name: ``none`` or ``finetune``.
+        name: ``none``, ``finetune``, ``fedper`` or ``ditto``.
         epochs: local passes of ``finetune`` over the site's training split.
-        min_train_positives: sites with fewer training positives (binary) or events
-            (survival) keep the global model; 0 applies fine-tuning everywhere.
+        min_train_positives: ``finetune`` only: sites with fewer training positives (binary)
+            or events (survival) keep the global model; 0 applies fine-tuning everywhere.
+        keep_modules: ``fedper``: modules that stay at the site and are never sent
+            (``fusion`` or ``encoders.<modality>``).
+        ditto_lambda: ``ditto``: weight of the pull of the personal model towards the global one.
     """
 
     name: str = "none"
     epochs: float = 1.0
     min_train_positives: int = 10
+    keep_modules: tuple[str, ...] = ("fusion",)
+    ditto_lambda: float = 0.1
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "keep_modules", tuple(self.keep_modules))
         if self.name not in PERSONALIZATIONS:
             raise ValueError(f"personalization.name: unknown {self.name!r}; expected one of {list(PERSONALIZATIONS)}")
         if not self.epochs > 0:
             raise ValueError(f"personalization.epochs must be > 0; got {self.epochs}")
         if self.min_train_positives < 0:
             raise ValueError(f"personalization.min_train_positives must be >= 0; got {self.min_train_positives}")
+        bad = [m for m in self.keep_modules if m != "fusion" and not m.startswith("encoders.")]
+        if bad or (self.name == "fedper" and not self.keep_modules):
+            raise ValueError(f"personalization.keep_modules: expected 'fusion' or 'encoders.<modality>' names, got "
+                             f"{list(self.keep_modules)}")  # fmt: skip
+        if not self.ditto_lambda > 0:
+            raise ValueError(f"personalization.ditto_lambda must be > 0; got {self.ditto_lambda}")

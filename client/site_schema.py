@@ -152,11 +152,6 @@ def resolve_schema(
         columns[col] = infer_role(col, pd.concat(list(cells.values())))
         if columns[col] in ("numeric", "categorical"):
             problems += _mixed_cells(col, cells, columns[col])
-    for kind, names in (("categories", declared.categories), ("shapes", declared.shapes)):
-        for col in names:
-            if not any(col in table.columns for _, table in tables):
-                message = f"key '{kind}.{col}': no manifest has column {col!r}"
-                problems.append(Problem(declared_source, None, None, message))
     try:
         schema = Schema(columns=columns, task=declared.task, classes=declared.classes,
                         categories=declared.categories, shapes=declared.shapes)  # fmt: skip

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from client.settings import TrainSettings
 from fusion_models.task import Task
 
-__all__ = ["TrainSettings", "resolve_device", "make_loader", "train_local", "predict", "evaluate"]
+__all__ = ["resolve_device", "make_loader", "proximal_penalty", "train_local", "predict", "evaluate"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -32,6 +32,14 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def proximal_penalty(params, anchor: list[torch.Tensor], *, mu: float) -> torch.Tensor:
+    """``mu / 2 * sum ||w - w_anchor||^2`` (FedProx, Li et al. 2020; Ditto's pull to the global model).
+
+    Its gradient is ``mu * (w - w_anchor)`` for every parameter.
+    """
+    return 0.5 * mu * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
+
+
 def train_local(
     model: nn.Module,
     dataset: Dataset,
@@ -41,11 +49,13 @@ def train_local(
     seed: int,
     device: torch.device,
     label_offset: torch.Tensor | None = None,
+    anchor: list[torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place for ``settings.epochs`` passes over ``dataset`` with a fresh AdamW.
 
     Returns ``loss`` (mean training loss), ``steps`` and ``samples`` (sample passes made).
-    With ``proximal_mu > 0`` the FedProx term pulls the weights towards those at the start.
+    With ``proximal_mu > 0`` the proximal term ``mu / 2 * ||w - anchor||^2`` pulls the weights
+    towards ``anchor`` (FedProx: the weights at the start; Ditto: the global weights).
     ``label_offset`` (``[output_dim]``) is added to the outputs inside the task loss only.
     """
     if len(dataset) == 0:
@@ -54,7 +64,10 @@ def train_local(
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     offset = None if label_offset is None else label_offset.to(device)
-    anchor = [p.detach().clone() for p in model.parameters()] if settings.proximal_mu > 0 else None
+    if settings.proximal_mu > 0:
+        anchor = [a.detach().to(device) for a in anchor] if anchor is not None else [p.detach().clone() for p in model.parameters()]
+    else:
+        anchor = None
     loader = make_loader(dataset, batch_size=settings.batch_size, shuffle=True, seed=seed)
     steps = max(1, math.ceil(settings.epochs * len(loader)))
     done, samples, total = 0, 0, 0.0
@@ -67,8 +80,7 @@ def train_local(
             if hasattr(model, "auxiliary_loss"):
                 loss = loss + model.auxiliary_loss(outputs, batch["label"])
             if anchor is not None:
-                drift = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
-                loss = loss + 0.5 * settings.proximal_mu * drift
+                loss = loss + proximal_penalty(model.parameters(), anchor, mu=settings.proximal_mu)
             loss.backward()
             optimizer.step()
             total += float(loss.detach())

@@ -115,10 +115,64 @@ def test_final_evaluation_at_the_site_matches_central_scoring(tmp_path, task_ide
 
     # The personalised weights stay at the site, on its disk, and read back after a restart.
     saved = load_personal_model(state_dir / "personal.pt")
-    assert saved["meta"]["site"] == "a" and saved["meta"]["steps"] == reported[1].train_steps > 0
+    assert saved["meta"]["personalization"] == "finetune" and saved["meta"]["steps"] == reported[1].train_steps > 0
     restored = build_model(spec)
     restored.load_state_dict(saved["state_dict"])
     again = evaluate_at_site(restored, site="a", model_name="personalized", val_set=val, test_set=test,
                              task=make_task("binary"), device=torch.device("cpu"), n_boot=0, seed=0)  # fmt: skip
     assert np.isclose(again.metrics["auroc"], reported[1].metrics["auroc"])
     assert not np.isclose(again.metrics["loss"], at_site.metrics["loss"]), "fine-tuning changed the model"
+
+
+def _train(manifest, state_dir, features, spec, model, personalization, server_round):
+    config = _config(features, spec, personalization=personalization).to_record(**{keys.SERVER_ROUND: server_round})
+    # a new Context each time: a deployed site starts a fresh process for every message
+    return _send("train", RecordDict({keys.ARRAYS: ArrayRecord(model.state_dict()), keys.CONFIG: config}), manifest,
+                 state_dir)  # fmt: skip
+
+
+def test_a_fedper_site_never_sends_its_kept_modules_and_keeps_them_across_restarts(tmp_path, task_identity):
+    manifest, _, features, spec = _setup(tmp_path)
+    model = build_model(spec, seed=0)
+    state_dir = tmp_path / "state"
+    fedper = PersonalizationSettings(name="fedper", keep_modules=("fusion",))
+    first = _train(manifest, state_dir, features, spec, model, fedper, 1)
+    sent = set(first.content[keys.ARRAYS].keys())
+    assert sent and not any(k.startswith("fusion.") for k in sent)
+    assert "num-examples.fusion" not in first.content[keys.METRICS]
+    kept = load_personal_model(state_dir / "personal.pt")["state_dict"]
+    assert kept and all(k.startswith("fusion.") for k in kept)
+    # Round 2 from the same global weights: the site starts from its own fusion head, not the
+    # global one, so its encoders train differently than a fresh site's would.
+    second = _train(manifest, state_dir, features, spec, model, fedper, 2)
+    fresh = _train(manifest, tmp_path / "fresh", features, spec, model, fedper, 2)
+    a, b = second.content[keys.ARRAYS].to_torch_state_dict(), fresh.content[keys.ARRAYS].to_torch_state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    after = load_personal_model(state_dir / "personal.pt")["state_dict"]
+    assert any(not torch.equal(after[k], kept[k]) for k in kept), "the kept head trained again in round 2"
+
+
+def test_ditto_keeps_a_personal_model_pulled_towards_the_global_one(tmp_path, task_identity):
+    manifest, _, features, spec = _setup(tmp_path)
+    model = build_model(spec, seed=0)
+    ditto = PersonalizationSettings(name="ditto", ditto_lambda=0.5)
+    reply = _train(manifest, tmp_path / "state", features, spec, model, ditto, 1)
+    assert set(reply.content[keys.ARRAYS].keys()) == set(model.state_dict()), "ditto sends the whole global update"
+    personal = load_personal_model(tmp_path / "state" / "personal.pt")
+    assert set(personal["state_dict"]) == set(model.state_dict()) and personal["meta"]["round"] == 1
+    sent = reply.content[keys.ARRAYS].to_torch_state_dict()
+    assert any(not torch.equal(personal["state_dict"][k], sent[k]) for k in sent), "two models, trained apart"
+
+
+def test_a_truncated_personal_state_is_refused_loudly(tmp_path, task_identity):
+    import pytest
+
+    manifest, _, features, spec = _setup(tmp_path)
+    model = build_model(spec, seed=0)
+    state_dir = tmp_path / "state"
+    fedper = PersonalizationSettings(name="fedper")
+    _train(manifest, state_dir, features, spec, model, fedper, 1)
+    path = state_dir / "personal.pt"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="personal state"):
+        load_personal_model(path)
