@@ -242,3 +242,11 @@ def test_describe_sites_names_roles_task_and_classes_per_site(tmp_path: Path) ->
     assert lines[lines.index("classes (from the labels), per site:") + 1].split() == ["class", "east", "north", "south"]
     assert "  0         9     15     12" in lines
     assert len(lines) <= 14
+
+
+def test_a_vocabulary_declares_its_column_categorical(tmp_path: Path) -> None:
+    paths = _sites(tmp_path, schema="schema_version: 1\ncolumns: {}\ncategories: {chol: [low, high], smoker: [no, yes]}\n")
+    problems = _problems(tmp_path)
+    assert any(p.column == "chol" and "is not one of the known values: low, high" in p.message for p in problems)
+    missing = _at(problems, paths["north"], 1, "smoker")[0]
+    assert "role 'categorical'" in missing and "is missing" in missing
