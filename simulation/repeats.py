@@ -30,6 +30,7 @@ def aggregate_repeats(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         sites = sorted({site for r in runs for site in r["per_site"]})
         out[method] = {
             "site_mean": {m: _stats([r["site_mean"].get(m, float("nan")) for r in runs]) for m in metrics},
+            "site_mean_all": {m: _stats([r.get("site_mean_all", {}).get(m, float("nan")) for r in runs]) for m in metrics},
             "per_site": {site: _stats([r["per_site"][site][headline] for r in runs if site in r["per_site"]])
                          for site in sites},  # fmt: skip
             "readable": {site: all(r["per_site"][site].get("readable", True) for r in runs if site in r["per_site"])
@@ -78,10 +79,12 @@ def repeats_markdown(aggregate: dict[str, Any], paired: list[dict[str, Any]], he
     if aggregate:
         sites = sorted({site for a in aggregate.values() for site in a["per_site"]})
         flag = {site: any(not a["readable"].get(site, True) for a in aggregate.values()) for site in sites}
-        header = ["method", f"mean over readable sites ({repeats} repeats)"] + [f"{s}{' †' if flag[s] else ''}" for s in sites]
+        header = ["method", f"mean over readable sites ({repeats} repeats)", "mean over all sites"]
+        header += [f"{s}{' †' if flag[s] else ''}" for s in sites]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for method, a in aggregate.items():
-            cells = [method, f"**{_fmt(a['site_mean'].get(headline, {}))}**"] + [_fmt(a["per_site"].get(s, {})) for s in sites]
+            cells = [method, f"**{_fmt(a['site_mean'].get(headline, {}))}**", _fmt(a.get("site_mean_all", {}).get(headline, {}))]
+            cells += [_fmt(a["per_site"].get(s, {})) for s in sites]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", f"Values are {headline}, mean ± std over repeats. † flagged: too few test positives to read "
                   "in at least one repeat (shown, not in the mean).", ""]
