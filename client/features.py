@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from client.file_reader import read_file_array
 from client.manifest import Manifest
 from client.role_inference import sort_classes
 from client.schema import Schema
@@ -127,7 +128,6 @@ def _presence(rows: pd.DataFrame, schema: Schema, modality: str) -> np.ndarray:
 
 
 def _first_shape(manifest: Manifest, column: str, rows: pd.DataFrame, schema: Schema) -> list[int]:
-    from client.data import read_file_array  # local import: data.py imports this module
 
     if column in schema.shapes:
         return list(schema.shapes[column])

@@ -77,7 +77,7 @@ def _finite(value: object) -> bool:
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    """Save ``fig`` as PNG through a temporary file and ``os.replace``, then close it."""
+    """Save ``fig`` as PNG atomically (:func:`client.atomic_io.atomic_open`), then close it."""
     try:
         with atomic_open(path, "wb") as f:
             fig.savefig(f, dpi=_DPI, format="png", bbox_inches="tight")

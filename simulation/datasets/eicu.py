@@ -14,12 +14,11 @@ v1.0; see ``data/eicu_demo_ts/README.md``.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from client.atomic_io import atomic_open
 from client.schema import Schema
 from simulation.datasets.base import DATASETS, SampleTable, require_columns, require_file, resolve_root
 
@@ -110,14 +109,8 @@ def default_series_root(timeseries: Path) -> Path:
 
 
 def _write_atomic(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", newline="") as fh:
+        fh.write(text)
 
 
 def _series_files(timeseries: Path, stays: list[int], series_root: Path) -> dict[int, str]:

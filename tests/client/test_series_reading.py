@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from client.data import SERIES_HOURS, SERIES_STEPS, read_file_array
+from client.file_reader import SERIES_HOURS, SERIES_STEPS, read_file_array
 
 
 def _write(path, text):

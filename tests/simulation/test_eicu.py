@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from client.data import read_file_array
+from client.file_reader import read_file_array
 from simulation.datasets import DATA_DIR, DATASETS, load_dataset
 from simulation.datasets.eicu import EXCLUDED, VARIABLES
 from simulation.partitioners.natural import partition as natural

@@ -1,6 +1,5 @@
 """Carving data into site manifests, without Flower: what `simulate` does before training."""
 
-from pathlib import Path
 
 import pandas as pd
 import pytest
