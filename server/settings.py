@@ -157,7 +157,8 @@ class RunSettings:
     @classmethod
     def from_config(cls, resolved: dict[str, Any]) -> "RunSettings":
         """The run settings of a composed, resolved Hydra config (``configs/config.yaml``)."""
-        model = dict(resolved["model"])
+        model = {k: v for k, v in dict(resolved["model"]).items() if k != "encoders"}
+        model["encoders"] = {modality: dict(options) for modality, options in (resolved.get("encoder") or {}).items()}
         model["fusion"] = dict(resolved["fusion"])
         personalization = dict(resolved.get("personalization") or {})
         return cls.from_dict(
