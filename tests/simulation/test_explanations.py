@@ -4,6 +4,7 @@ from PIL import Image
 from torch import nn
 
 from client.data import SiteDataset
+from client.train import make_loader
 from fusion_models.fusion import FUSIONS
 from fusion_models.model import ModelSpec, build_model
 from simulation.explanations import collect_explanations, plot_explanations
@@ -38,14 +39,21 @@ def test_explanations_are_averaged_per_site_and_plotted(tmp_path):
                          encoders={"image": {"name": "cnn_small"}, "tabular": {"name": "mlp"}},
                          fusion={"name": "test_gated"}, feature_dim=8, out_dim=1)  # fmt: skip
         model = build_model(spec, seed=0)
-        found = collect_explanations(model, {"a": _dataset(10, 0), "b": _dataset(6, 1)}, device=torch.device("cpu"))
+        site_a = _dataset(10, 0)
+        found = collect_explanations(model, {"a": site_a, "b": _dataset(6, 1)}, device=torch.device("cpu"))
+        # the per-sample gates of site a, read straight off the head
+        model.eval()
+        with torch.no_grad():
+            model(next(iter(make_loader(site_a, batch_size=10, shuffle=False, seed=0))))
+        weights = model.fusion.last_explanations["gate"]
     finally:
         FUSIONS.unregister("test_gated")
     assert set(found) == {"fusion.gate", "fusion.pair"}
     gate = found["fusion.gate"]
     assert gate["shape"] == [2] and gate["n"] == {"a": 10, "b": 6}
     np.testing.assert_allclose(np.sum(gate["per_site"]["a"]), 1.0, rtol=1e-5)
-    assert gate["per_site"]["a"][0] < 0.5 + 1e-6  # the absent image of half the samples gets no weight
+    assert float(weights[:5, 0].max()) == 0.0  # the absent image of half the samples gets no weight
+    np.testing.assert_allclose(gate["per_site"]["a"], weights.mean(dim=0).numpy(), rtol=1e-5)
     path = plot_explanations(found, ["image", "tabular"], tmp_path)
     assert Image.open(path).size[0] > 200
 

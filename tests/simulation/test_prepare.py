@@ -14,6 +14,7 @@ from fusion_models.model import build_model
 from fusion_models.task import make_task
 from server.model_setup import make_model_spec
 from server.settings import ModelSettings
+from simulation.baselines import concat_sites
 from simulation.cli import CONFIG_DIR
 from simulation.config import SimulationConfig
 from simulation.prepare import prepare_sites, subsample
@@ -34,19 +35,24 @@ def _train_and_score(manifests) -> float:
     model = build_model(spec, seed=0)
     train = torch.utils.data.ConcatDataset([load_site_dataset(m, features, split="train") for m in manifests])
     train_local(model, train, task, TrainSettings(epochs=15, batch_size=16, lr=3e-3), seed=0, device=torch.device("cpu"))
-    return evaluate(model, load_site_dataset(manifests[0], features, split="train"), task, device=torch.device("cpu"))["auroc"]
+    held_out = concat_sites([load_site_dataset(m, features, split=s) for m in manifests for s in ("val", "test")])
+    return evaluate(model, held_out, task, device=torch.device("cpu"))["auroc"]
 
 
-@pytest.mark.parametrize("keep", [["sample_id", "label", "image"], ["sample_id", "label", "age", "sex"]])
-def test_image_only_and_tabular_only_sites(tmp_path, keep):
+# Held-out AUROC floors below what the generator's signal allows (image: brightness +60 over
+# noise 30 per pixel; tabular: age +10 over sd 10, about 0.76 in theory) and above chance:
+# on 160 held-out rows chance has a standard deviation of about 0.05.
+@pytest.mark.parametrize(("keep", "floor"), [(["sample_id", "label", "image"], 0.85),
+                                             (["sample_id", "label", "age", "sex"], 0.6)])
+def test_image_only_and_tabular_only_sites(tmp_path, keep, floor):
     source = tmp_path / "mine"
-    for path in write_image_sites(source, sites={"a": 40, "b": 40}):
+    for path in write_image_sites(source, sites={"a": 200, "b": 200}):
         pd.read_csv(path, dtype=str, keep_default_na=False)[keep].to_csv(path, index=False)
     config = _config("data=manifests", f"data.dir={source}")
     _, manifests = prepare_sites(config, tmp_path / "run")
     modalities = ["image"] if "image" in keep else ["tabular"]
     assert manifests[0].schema.modalities == modalities
-    assert _train_and_score(manifests) > 0.7
+    assert _train_and_score(manifests) > floor
 
 
 def test_a_given_split_column_is_honoured_and_groups_stay_together(tmp_path):

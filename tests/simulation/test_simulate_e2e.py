@@ -107,7 +107,10 @@ def test_survival_on_tabular_only_tcga_brca(tmp_path):
     summary = _check_outputs_partial(run_dir, result)
     assert summary["task"] == "survival" and summary["headline"] == "c_index"
     assert len(summary["sites"]) == 6
-    assert 0.0 <= summary["methods"]["federated"]["pooled_test"]["c_index"] <= 1.0
+    reported = json.loads((run_dir / "federated" / "site_evaluation.json").read_text())["sites"]
+    assert sorted(e["site"] for e in reported) == sorted(summary["sites"])  # every region scored itself
+    assert all(e["threshold"] is None and e["metrics"]["n"] > 0 for e in reported)
+    assert set(summary["methods"]["federated"]["per_site"]) == set(summary["sites"])
 
 
 def _check_outputs_partial(run_dir: Path, result: subprocess.CompletedProcess) -> dict:
@@ -136,4 +139,4 @@ def test_eicu_time_series_through_flower(tmp_path):
                        "rounds=2", "baselines=[pooled]", "bootstrap=20")  # fmt: skip
     summary = _check_outputs_partial(run_dir, result)
     assert summary["modalities"] == ["tabular", "series"]
-    assert 0.5 < summary["methods"]["pooled"]["pooled_test"]["auroc"] <= 1.0
+    assert summary["methods"]["pooled"]["pooled_test"]["auroc"] > 0.5
