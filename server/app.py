@@ -20,10 +20,9 @@ from client.messages import RoundConfig
 from client.schema import Schema
 from fusion_models.model import build_model
 from server.checkpoint import save_checkpoint
-from server.default_config import default_run_settings
+from server.default_config import settings_from_run_config
 from server.final_evaluation import SITE_EVALUATION_FILE, run_final_evaluation, write_site_evaluations
 from server.model_setup import make_model_spec
-from server.settings import RunSettings
 from server.strategies import build_strategy
 
 __all__ = ["app", "agree_on_schema"]
@@ -76,12 +75,8 @@ def _collect_statistics(grid: Grid, nodes: list[int]) -> list[dict]:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run the federation described by the run config's ``config-json``."""
-    text = str(context.run_config.get("config-json", ""))
-    if text:
-        settings = RunSettings.from_json(text)
-    else:  # plain `flwr run .`: the defaults of configs/config.yaml
-        settings = default_run_settings()
+    """Run the federation described by the run config (see ``settings_from_run_config``)."""
+    settings = settings_from_run_config(dict(context.run_config))
     run_dir = Path(str(context.run_config.get("run-dir", "")) or f"outputs/flwr-run-{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     federated_dir = run_dir / "federated"
     federated_dir.mkdir(parents=True, exist_ok=True)

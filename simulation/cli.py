@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,6 +23,10 @@ commands:
                fedfusion simulate data=manifests data.dir=/path/to/sites
                fedfusion simulate data=synthetic partition=dirichlet partition.alpha=0.3 num_sites=8
                fedfusion simulate --cfg job        (print the composed config and exit)
+  cache      show the shared cache of decoded images and series ($FEDFUSION_CACHE, else
+             ~/.cache/fedfusion); `fedfusion cache clear` empties it
+  superlink  show (`status`) or stop (`stop`) the SuperLink that `flwr run . local` started
+             for $FLWR_HOME and left running
 
 Hydra options (e.g. hydra.run.dir=DIR, --multirun) work after the command.
 """
@@ -43,15 +48,42 @@ def _simulate_main() -> None:
         # A wide table when output goes to a file or pipe (rich would fold it to 80 columns).
         console = Console(width=None if sys.stdout.isatty() else 160)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+        fresh = _holds_only_hydra_files(run_dir)
         try:
-            run_simulation(SimulationConfig.from_cfg(cfg), run_dir, console)
+            config = SimulationConfig.from_cfg(cfg, overrides=list(HydraConfig.get().overrides.task))
+            run_simulation(config, run_dir, console)
         except (ValueError, KeyError, FileNotFoundError, RuntimeError) as error:
             # Input problems (bad manifests, unknown names, missing files) are the user's to fix:
             # print them plainly, without a traceback.
             console.print(f"[bold red]error[/]: {error}", markup=True, highlight=False)
+            console.print(_after_failure(run_dir, fresh, error), highlight=False)
             sys.exit(2)
+        except BaseException as error:  # a bug or Ctrl-C: Hydra prints it; the folder still says so
+            print(_after_failure(run_dir, fresh, error), file=sys.stderr)
+            raise
 
     simulate()
+
+
+def _holds_only_hydra_files(run_dir: Path) -> bool:
+    """True when ``run_dir`` holds only what Hydra wrote before the run (``.hydra/``, its log)."""
+    return all(p.name == ".hydra" or (p.is_file() and p.suffix == ".log") for p in run_dir.iterdir())
+
+
+def _after_failure(run_dir: Path, fresh: bool, error: BaseException) -> str:
+    """Leave no half-written run folder behind; returns the line that says what was done.
+
+    A run that failed before the federation started (config or data errors) has nothing worth
+    keeping: its folder is removed if this run created it. Once Flower ran, its logs explain the
+    failure, so the folder stays, marked by ``FAILED.txt``; a folder that held other files
+    before the run is never removed.
+    """
+    if fresh and not (run_dir / "logs").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return f"nothing was run; the run folder {run_dir} was removed"
+    text = f"this run failed: {type(error).__name__}: {error}\nlogs: {run_dir / 'logs'}\n"
+    (run_dir / "FAILED.txt").write_text(text)
+    return f"the run folder {run_dir} is kept for its logs and marked failed (FAILED.txt)"
 
 
 def main() -> None:
@@ -65,6 +97,14 @@ def main() -> None:
         sys.argv = [f"fedfusion {command}", *rest]
         _simulate_main()
         return
+    if command == "cache":
+        from simulation.cache import cache_command
+
+        sys.exit(cache_command(rest))
+    if command == "superlink":
+        from simulation.flower_runner import superlink_command
+
+        sys.exit(superlink_command(rest))
     print(f"fedfusion: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     sys.exit(2)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from server.default_config import check_values, resolve_config
 from server.settings import RunSettings
 
 __all__ = ["SimulationConfig", "BASELINES"]
@@ -34,11 +35,18 @@ class SimulationConfig:
     resolved: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @classmethod
-    def from_cfg(cls, cfg: DictConfig) -> "SimulationConfig":
-        """Check the composed config; errors name the offending key."""
-        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-        if not isinstance(resolved, dict):
-            raise ValueError("the config must be a mapping")
+    def from_cfg(cls, cfg: DictConfig, *, overrides: list[str] | None = None) -> "SimulationConfig":
+        """Check the composed config; errors name the offending key and what it expects.
+
+        Args:
+            cfg: the composed Hydra config.
+            overrides: the command line's overrides; when given, each overridden value must
+                have the kind its YAML default has, and each appended key must exist.
+        """
+        resolved = resolve_config(cfg)
+        if overrides is not None:
+            check_values(resolved, overrides)
+        _check_ranges(resolved)
         baselines = tuple(resolved.get("baselines") or ())
         unknown = sorted(set(baselines) - set(BASELINES))
         if unknown:
@@ -67,3 +75,22 @@ class SimulationConfig:
             run=run,
             resolved=resolved,
         )
+
+
+def _check_ranges(resolved: dict[str, Any]) -> None:
+    """Values of the right kind but outside what the run can use, all named at once."""
+    problems = []
+    split = resolved.get("split") or {}
+    for key in ("val_fraction", "test_fraction"):
+        value = split.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
+            problems.append(f"split.{key}: expected a number in (0, 1), got {value!r}")
+    if not problems and split["val_fraction"] + split["test_fraction"] >= 1:
+        problems.append(f"split.val_fraction + split.test_fraction must be < 1 (training needs rows), got "
+                        f"{split['val_fraction']} + {split['test_fraction']}")  # fmt: skip
+    max_samples = resolved.get("max_samples")
+    whole = isinstance(max_samples, int) and not isinstance(max_samples, bool)
+    if max_samples is not None and not (whole and max_samples >= 1):
+        problems.append(f"max_samples: expected an integer >= 1, or null for all samples, got {max_samples!r}")
+    if problems:
+        raise ValueError("; ".join(problems))

@@ -156,10 +156,7 @@ def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console) ->
     """One seed: sites, the federation, the baselines, and the run folder."""
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.resolved, sort_keys=False))
-    warnings_list: list[str] = []
-    if config.privacy == "none":
-        warnings_list.append("No differential privacy (privacy=none): each site's updates leave it unprotected.")
-        console.print(f"[bold yellow]WARNING[/] {warnings_list[-1]}")
+    warnings_list: list[str] = []  # each printed once, when it arises; the report lists them all
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -179,6 +176,9 @@ def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console) ->
             console.print(f"[yellow]warning[/] site {m.site}: {warning}")
     if config.run.num_sites != len(manifests):
         config = _with_sites(config, len(manifests))
+    if config.privacy == "none":  # after the data checks, right before updates start to leave the sites
+        warnings_list.append("No differential privacy (privacy=none): each site's updates leave it unprotected.")
+        console.print(f"[bold yellow]WARNING[/] {warnings_list[-1]}")
 
     seconds = {"federated": _run_federation(config, run_dir, len(manifests), console)}
     checkpoint = load_checkpoint(run_dir / "federated" / "global.pt")
@@ -197,6 +197,7 @@ def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console) ->
     reported, failures = read_site_evaluations(run_dir / "federated" / SITE_EVALUATION_FILE)
     for failure in failures:
         warnings_list.append(f"final evaluation: {failure}")
+        console.print(f"[yellow]warning[/] {warnings_list[-1]}")
     site_models = {"federated": "global", "personalized": "personalized"}
     for name, kind in site_models.items():
         evaluations = [e for e in reported if e.model == kind]
@@ -233,7 +234,9 @@ def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console) ->
     }  # fmt: skip
     atomic_write_text(run_dir / "summary.json", json.dumps(json_safe(summary), indent=2))
     write_all(run_dir, summary)
-    print_results(summary, console)
+    print_results({**summary, "warnings": []}, console)  # the warnings were printed as they arose
+    if warnings_list:
+        console.print(f"{len(warnings_list)} warning(s) printed above; report.md lists them")
     console.print(f"outputs: [bold]{run_dir}[/] (report.md, metrics.csv, summary.json, plots/)")
     return summary
 

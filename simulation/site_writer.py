@@ -93,6 +93,16 @@ def _qualified(table: SampleTable, partition: Partition) -> pd.DataFrame:
     return frame
 
 
+def _file_cell(path: object, out: Path) -> str:
+    """A file as a manifest cell: relative to the manifest when it lies inside the folder that
+    holds ``out`` (files a run generated, which travel with a copied run folder), else absolute
+    (the data root), so a copied or moved ``sites/`` folder still finds every file."""
+    absolute = Path(os.path.abspath(str(path)))
+    if absolute.is_relative_to(out.parent):
+        return os.path.relpath(absolute, out)
+    return str(absolute)
+
+
 def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
     with atomic_open(path, "w", newline="") as fh:
         frame.to_csv(fh, index=False)
@@ -117,7 +127,8 @@ def write_sites(table: SampleTable, partition: Partition, split: np.ndarray, out
     those roles, under their names), then the features in table order; natural-site and
     ``ignore`` columns are left out; ids are qualified by their natural site where a
     virtual site mixes sites whose ids are per site (see ``_qualified``); image/series
-    paths are relative to ``out_dir``; each modality in ``partition.drop`` is blanked in the
+    paths are absolute, except files inside ``out_dir``'s parent (the run folder), which are
+    relative to ``out_dir`` (see ``_file_cell``); each modality in ``partition.drop`` is blanked in the
     rows marked. Every file is written to a temp file and moved into place.
 
     Args:
@@ -163,7 +174,7 @@ def write_sites(table: SampleTable, partition: Partition, split: np.ndarray, out
     for col in table.schema.columns_with(*FILE_ROLES):
         if col in frame.columns:
             frame[col] = pd.Series(
-                [None if p is None or (isinstance(p, float) and np.isnan(p)) else os.path.relpath(str(p), out)
+                [None if p is None or (isinstance(p, float) and np.isnan(p)) else _file_cell(p, out)
                  for p in frame[col]],
                 dtype=object,
             )

@@ -12,9 +12,11 @@ from PIL import Image
 
 @pytest.fixture(autouse=True)
 def flower_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test runs with a temporary FLWR_HOME and Flower telemetry off."""
+    """Every test runs with a temporary FLWR_HOME, Flower telemetry off, and a cache of decoded
+    files of its own (never the user's ~/.cache/fedfusion)."""
     home = tmp_path_factory.mktemp("flwr_home")
     monkeypatch.setenv("FLWR_HOME", str(home))
+    monkeypatch.setenv("FEDFUSION_CACHE", str(tmp_path_factory.mktemp("fedfusion_cache")))
     monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
     monkeypatch.setenv("RAY_DISABLE_USAGE_STATS", "1")
     return home
