@@ -1,7 +1,8 @@
 """The Flower ClientApp: unpack the message, call the plain functions, pack the reply.
 
-Node facts come from ``node_config``: ``manifest`` (this site's CSV), optional ``cache-dir``
-and ``state-dir`` (where the site keeps what is its own: personalised weights). In
+Node facts come from ``node_config``: ``manifest`` (this site's CSV), optional ``cache-dir``,
+``state-dir`` (where the site keeps what is its own: personalised weights, its privacy
+ledger) and ``privacy-budget`` (the site's own lifetime epsilon limit under DP). In
 simulation the node's ``partition-id`` picks a manifest of the run config's ``sites-dir``
 and the state lives under the run folder. Per-round values ride in the message's
 ConfigRecord, whose layout is :class:`client.messages.RoundConfig`.
@@ -11,18 +12,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from logging import WARNING
 from pathlib import Path
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.logger import log
 
 from client import messages as keys
 from client.data import SiteDataset, default_cache_dir, load_site_dataset
 from client.features import FeatureSpec, site_statistics
+from client.ledger import PrivacyLedger
 from client.manifest import Manifest, read_manifest
 from client.messages import RoundConfig
 from client.personalization import personal_model, personal_round
+from client.privacy import BudgetExceeded, SitePrivacy, ledger_root
 from client.round import round_seed
 from client.schema import Schema
 from client.site_evaluation import evaluate_at_site
@@ -121,14 +126,43 @@ def _unpack(msg: Message, context: Context) -> _Site:
                  cache_dir=_cache_dir(context, manifest))  # fmt: skip
 
 
+def _site_privacy(context: Context, site: _Site) -> SitePrivacy | None:
+    """The site's DP round context (its ledger opened and checked), or None without DP."""
+    settings = site.config.privacy
+    if not settings.enabled:
+        return None
+    root = ledger_root(settings, state_dir=str(context.node_config.get("state-dir", "")),
+                       run_dir=str(context.run_config.get("run-dir", "")))  # fmt: skip
+    cap = context.node_config.get("privacy-budget")
+    personalization = site.config.personalization
+    return SitePrivacy(settings=settings, ledger=PrivacyLedger.open(root, site.manifest.site), run_id=str(context.run_id),
+                       server_round=site.server_round, rounds=site.config.rounds,
+                       budget_cap=None if cap is None else float(cap),
+                       extra_epochs=personalization.epochs if personalization.name == "finetune" else 0.0)  # fmt: skip
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """One round of local training from the global weights; reply with the modules trained."""
+    """One round of local training from the global weights; reply with the modules trained.
+
+    Under DP a round that would pass the site's budget is refused: the reply carries a
+    ``STATUS`` record and the epsilon spent, and no arrays.
+    """
     site = _unpack(msg, context)
-    result = personal_round(site.model, site.dataset("train"), site.task, site.config.train, site.config.personalization,
-                            state_dir=site_state_dir(context, site.manifest.site),
-                            seed=round_seed(site.config.seed, site.server_round, site.manifest.site), device=site.device,
-                            server_round=site.server_round)  # fmt: skip
+    try:
+        result = personal_round(site.model, site.dataset("train"), site.task, site.config.train,
+                                site.config.personalization, state_dir=site_state_dir(context, site.manifest.site),
+                                seed=round_seed(site.config.seed, site.server_round, site.manifest.site),
+                                device=site.device, server_round=site.server_round,
+                                privacy=_site_privacy(context, site))  # fmt: skip
+    except BudgetExceeded as refusal:
+        log(WARNING, "round %s: %s", site.server_round, refusal)
+        content = RecordDict({
+            keys.STATUS: ConfigRecord({keys.STATUS_CODE: keys.BUDGET_REFUSAL, keys.STATUS_REASON: str(refusal)}),
+            keys.METRICS: MetricRecord({keys.EPSILON: refusal.spent, "train-refused": 1}),
+            keys.SITE: _site_record(site.manifest),
+        })  # fmt: skip
+        return Message(content=content, reply_to=msg)
     content = RecordDict({keys.ARRAYS: ArrayRecord(result.state), keys.METRICS: MetricRecord(result.metrics()),
                           keys.SITE: _site_record(site.manifest)})  # fmt: skip
     return Message(content=content, reply_to=msg)
@@ -162,7 +196,8 @@ def evaluate_final(msg: Message, context: Context) -> Message:
     if config.personalization.name != "none":
         personal, steps, note = personal_model(site.model, site.dataset("train"), site.task, config.train,
                                                config.personalization, state_dir=site_state_dir(context, name),
-                                               seed=common["seed"], device=site.device)  # fmt: skip
+                                               seed=common["seed"], device=site.device,
+                                               privacy=_site_privacy(context, site))  # fmt: skip
         result = evaluate_at_site(personal, model_name="personalized", train_steps=steps, **common)
         if note:
             result = replace(result, note="; ".join(filter(None, [result.note, note])))

@@ -8,7 +8,10 @@ server may import). A reply carries:
 - ``METRICS``: a ``MetricRecord`` with ``num-examples`` and ``num-examples.<module>`` (the
   per-module weights), plus the figures of the round;
 - ``SITE``: a ``ConfigRecord`` ``{"name": <site name>}`` naming the site;
-- ``STATUS``: a ``ConfigRecord`` ``{"code": ..., "reason": ...}`` when a site declines a round.
+- ``STATUS``: a ``ConfigRecord`` ``{"code": ..., "reason": ...}`` when a site declines a round
+  (``code`` ``privacy-budget``: the round would pass its DP budget); such a reply has no arrays.
+
+Under DP a train reply's metrics carry ``train-epsilon``, the site's epsilon so far.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 from flwr.app import ConfigRecord
 
-from client.settings import PersonalizationSettings, TrainSettings
+from client.settings import PersonalizationSettings, PrivacySettings, TrainSettings
 
 __all__ = [
     "RoundConfig",
@@ -37,6 +40,10 @@ __all__ = [
     "EVALUATION",
     "EVALUATION_JSON",
     "NUM_EXAMPLES",
+    "EPSILON",
+    "STATUS_CODE",
+    "STATUS_REASON",
+    "BUDGET_REFUSAL",
     "module_weight_key",
 ]
 
@@ -46,6 +53,9 @@ CONFIG = "config"
 SITE = "site"
 SITE_NAME = "name"
 STATUS = "status"
+STATUS_CODE = "code"
+STATUS_REASON = "reason"
+BUDGET_REFUSAL = "privacy-budget"
 STATISTICS = "statistics"
 STATISTICS_JSON = "json"
 EVALUATION = "evaluation"
@@ -59,6 +69,9 @@ FINAL_EVALUATION = "evaluate.final"
 
 #: Samples that trained the whole reply; ``num-examples.<module>`` weights one module.
 NUM_EXAMPLES = "num-examples"
+
+#: A DP site's epsilon so far, in every train reply (metrics.csv: split train, metric epsilon).
+EPSILON = "train-epsilon"
 
 
 def module_weight_key(module: str) -> str:
@@ -80,6 +93,8 @@ class RoundConfig:
         split: the split a per-round evaluation scores.
         bootstrap: resamples for the final evaluation's intervals.
         personalization: how a site derives its own model in the final evaluation.
+        privacy: sample-level DP-SGD at the sites.
+        rounds: the run's planned rounds (DP sizes its noise for them).
     """
 
     task: str
@@ -91,15 +106,18 @@ class RoundConfig:
     split: str = "val"
     bootstrap: int = 0
     personalization: PersonalizationSettings = PersonalizationSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    rounds: int = 1
 
     def to_record(self, **extra: Any) -> ConfigRecord:
-        """The ConfigRecord; ``extra`` adds keys such as ``server-round``."""
+        """The ConfigRecord; ``extra`` adds keys such as ``server-round``. A setting left
+        ``None`` is left out (a ConfigRecord holds no None) and reads back as its default."""
         flat: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if is_dataclass(value):
                 flat.update({f"{f.name}.{k}".replace("_", "-"): list(v) if isinstance(v, tuple) else v
-                             for k, v in asdict(value).items()})  # fmt: skip
+                             for k, v in asdict(value).items() if v is not None})  # fmt: skip
             else:
                 flat[f.name.replace("_", "-")] = value
         flat.update(extra)
@@ -111,8 +129,9 @@ class RoundConfig:
         values: dict[str, Any] = {}
         missing: list[str] = []
         for f in fields(cls):
-            if f.name in ("train", "personalization"):
-                kind = TrainSettings if f.name == "train" else PersonalizationSettings
+            if f.name in ("train", "personalization", "privacy"):
+                kind = {"train": TrainSettings, "personalization": PersonalizationSettings,
+                        "privacy": PrivacySettings}[f.name]  # fmt: skip
                 sub = {}
                 for g in fields(kind):
                     key = f"{f.name}.{g.name}".replace("_", "-")

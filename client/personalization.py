@@ -31,6 +31,7 @@ import torch
 
 from client.atomic_io import atomic_open
 from client.data import SiteDataset
+from client.privacy import BudgetExceeded, PrivacyRefused, SitePrivacy, dp_refusals
 from client.round import RoundResult, train_round
 from client.settings import PersonalizationSettings, TrainSettings
 from fusion_models.model import MultimodalModel, module_of
@@ -76,18 +77,24 @@ def personal_round(
     seed: int,
     device: torch.device,
     server_round: int,
+    privacy: SitePrivacy | None = None,
 ) -> RoundResult:
     """One round of local training under ``settings``; returns what the site sends.
 
     ``none`` and ``finetune`` train the global model as every site does; ``fedper`` and
-    ``ditto`` also read and write the site's personal state in ``state_dir``.
+    ``ditto`` also read and write the site's personal state in ``state_dir``. ``privacy``
+    goes to :func:`client.round.train_round` (FedPer's kept modules train under DP too).
     """
+    if privacy is not None and privacy.settings.enabled:
+        problems = dp_refusals(task=task.name, train=train, personalization=settings)
+        if problems:
+            raise PrivacyRefused("privacy=dp: " + "; ".join(problems))
     path = state_dir / PERSONAL_FILE
     if settings.name == "fedper":
         keep = _kept(model, settings)
         if path.is_file():
             model.load_state_dict(load_personal_model(path)["state_dict"], strict=False)
-        result = train_round(model, train_set, task, train, seed=seed, device=device, keep=keep)
+        result = train_round(model, train_set, task, train, seed=seed, device=device, keep=keep, privacy=privacy)
         own = {k: v for k, v in model.state_dict().items() if module_of(k) in keep}
         save_personal_model(path, own, meta={"personalization": "fedper", "round": server_round, "modules": sorted(keep)})
         return result
@@ -100,7 +107,7 @@ def personal_round(
                           device=device, anchor=anchor)  # fmt: skip
         save_personal_model(path, personal.state_dict(), meta={"personalization": "ditto", "round": server_round,
                                                                "steps": own.steps})  # fmt: skip
-    return train_round(model, train_set, task, train, seed=seed, device=device)
+    return train_round(model, train_set, task, train, seed=seed, device=device, privacy=privacy)
 
 
 def personal_model(
@@ -113,9 +120,11 @@ def personal_model(
     state_dir: Path,
     seed: int,
     device: torch.device,
+    privacy: SitePrivacy | None = None,
 ) -> tuple[MultimodalModel, int, str]:
     """The site's personalised model for the final evaluation, the local steps it took
-    (``finetune`` only), and a note when a rule kept the global model."""
+    (``finetune`` only), and a note when a rule kept the global model. Under ``privacy``
+    the fine-tuning is a DP round of its own, in the ledger as release ``finetune``."""
     model = copy.deepcopy(global_model)
     path = state_dir / PERSONAL_FILE
     if settings.name in ("fedper", "ditto"):
@@ -125,7 +134,7 @@ def personal_model(
         return model, 0, ""
     if settings.name != "finetune":
         raise ValueError(f"personal_model() called with personalization.name {settings.name!r}")
-    model, steps, note = personalize(model, train_set, task, train, settings, seed=seed, device=device)
+    model, steps, note = personalize(model, train_set, task, train, settings, seed=seed, device=device, privacy=privacy)
     save_personal_model(path, model.state_dict(), meta={"personalization": "finetune", "steps": steps, "note": note})
     return model, steps, note
 
@@ -139,15 +148,22 @@ def personalize(
     *,
     seed: int,
     device: torch.device,
+    privacy: SitePrivacy | None = None,
 ) -> tuple[MultimodalModel, int, str]:
-    """``finetune``: the fine-tuned copy, its local steps, and a note when the rule kept the global model."""
+    """``finetune``: the fine-tuned copy, its local steps, and a note when the rule (or the
+    site's privacy budget) kept the global model."""
     model = copy.deepcopy(global_model)
     count = _minority_count(task, train_set.target)
     if count is not None and count < settings.min_train_positives:
         what = "events" if task.name == "survival" else "positives"
         return model, 0, f"kept the global model: {count} training {what} < {settings.min_train_positives}"
-    result = train_round(model, train_set, task, replace(train, epochs=settings.epochs, proximal_mu=0.0), seed=seed,
-                         device=device)  # fmt: skip
+    if privacy is not None:
+        privacy = replace(privacy, release="finetune", round_epochs=train.epochs)
+    try:
+        result = train_round(model, train_set, task, replace(train, epochs=settings.epochs, proximal_mu=0.0), seed=seed,
+                             device=device, privacy=privacy)  # fmt: skip
+    except BudgetExceeded as refusal:
+        return copy.deepcopy(global_model), 0, f"kept the global model: {refusal}"
     return model, result.steps, ""
 
 

@@ -6,13 +6,18 @@ simulation's baselines share one definition (:mod:`client.messages` carries them
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from client.label_skew import check_label_skew
 
-__all__ = ["TrainSettings", "PersonalizationSettings", "PERSONALIZATIONS"]
+__all__ = ["TrainSettings", "PersonalizationSettings", "PrivacySettings", "PERSONALIZATIONS", "PRIVACY_MODES",
+           "ACCOUNTANTS", "GRAD_SAMPLE_MODES"]  # fmt: skip
 
 PERSONALIZATIONS = ("none", "finetune", "fedper", "ditto")
+PRIVACY_MODES = ("none", "dp")
+ACCOUNTANTS = ("rdp", "prv")
+GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew")
 
 
 @dataclass(frozen=True)
@@ -79,3 +84,84 @@ class PersonalizationSettings:
                              f"{list(self.keep_modules)}")  # fmt: skip
         if not self.ditto_lambda > 0:
             raise ValueError(f"personalization.ditto_lambda must be > 0; got {self.ditto_lambda}")
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """Sample-level DP-SGD at each site (see :mod:`client.privacy`); ``name="none"`` turns it off.
+
+    Set the noise one of two ways: ``target_epsilon`` for the whole planned run (the noise is
+    sized once for ``ceil(plan_rounds * (1 + plan_margin))`` rounds of local steps), or a
+    fixed ``noise_multiplier`` with ``budget`` as the stop rule.
+
+    Args:
+        name: ``none`` or ``dp``.
+        target_epsilon: epsilon of the whole planned run at ``delta``; ``None`` with ``noise_multiplier``.
+        noise_multiplier: sigma (noise std over ``max_grad_norm``); ``None`` with ``target_epsilon``.
+        max_grad_norm: per-sample clipping bound C (flat L2 norm over every trained parameter).
+        delta: ``None``: ``1 / (10 n)`` of each site's training split (below ``1 / n``).
+        accountant: ``rdp`` or ``prv`` (Opacus' accountants).
+        budget: the site's lifetime epsilon limit; ``None``: ``target_epsilon``. A round that
+            would take the site past it is refused.
+        plan_margin: extra rounds the noise is sized for, as a fraction of ``plan_rounds``
+            (rounds a site runs again after a lost reply or a restart still fit the target).
+        plan_rounds: rounds the noise is sized for; ``None``: the run's ``rounds``.
+        grad_sample_mode: Opacus' per-sample-gradient mode: ``hooks``, ``functorch`` or ``ew``.
+        ledger_dir: where each site keeps ``<site>/ledger.jsonl``; ``None``: the run folder's
+            ``privacy/`` (a deployed site's ``state-dir`` always wins).
+    """
+
+    name: str = "none"
+    target_epsilon: float | None = None
+    noise_multiplier: float | None = None
+    max_grad_norm: float = 1.0
+    delta: float | None = None
+    accountant: str = "rdp"
+    budget: float | None = None
+    plan_margin: float = 0.1
+    plan_rounds: int | None = None
+    grad_sample_mode: str = "hooks"
+    ledger_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in PRIVACY_MODES:
+            raise ValueError(f"privacy.name: unknown {self.name!r}; expected one of {list(PRIVACY_MODES)}")
+        if self.name == "none":
+            return
+        problems = []
+        if (self.target_epsilon is None) == (self.noise_multiplier is None):
+            problems.append("set exactly one of privacy.target_epsilon (for the whole run) and privacy.noise_multiplier "
+                            f"(got {self.target_epsilon!r} and {self.noise_multiplier!r})")  # fmt: skip
+        if self.target_epsilon is not None and not (math.isfinite(self.target_epsilon) and self.target_epsilon > 0):
+            problems.append(f"privacy.target_epsilon must be a finite number > 0 (privacy=none trains without DP); "
+                            f"got {self.target_epsilon!r}")  # fmt: skip
+        if self.noise_multiplier is not None and not self.noise_multiplier > 0:
+            problems.append(f"privacy.noise_multiplier must be > 0; got {self.noise_multiplier!r}")
+        if self.noise_multiplier is not None and self.budget is None:
+            problems.append("privacy.noise_multiplier needs privacy.budget, the site's lifetime epsilon limit (the stop rule)")
+        if self.budget is not None and not self.budget > 0:
+            problems.append(f"privacy.budget must be > 0; got {self.budget!r}")
+        if not self.max_grad_norm > 0:
+            problems.append(f"privacy.max_grad_norm must be > 0; got {self.max_grad_norm!r}")
+        if self.delta is not None and not 0 < self.delta < 1:
+            problems.append(f"privacy.delta must be in (0, 1), and below 1 / (site training rows); got {self.delta!r}")
+        if self.accountant not in ACCOUNTANTS:
+            problems.append(f"privacy.accountant: unknown {self.accountant!r}; expected one of {list(ACCOUNTANTS)}")
+        if not self.plan_margin >= 0:
+            problems.append(f"privacy.plan_margin must be >= 0; got {self.plan_margin!r}")
+        if self.plan_rounds is not None and self.plan_rounds < 1:
+            problems.append(f"privacy.plan_rounds must be >= 1; got {self.plan_rounds!r}")
+        if self.grad_sample_mode not in GRAD_SAMPLE_MODES:
+            problems.append(f"privacy.grad_sample_mode: unknown {self.grad_sample_mode!r}; expected one of "
+                            f"{list(GRAD_SAMPLE_MODES)}")  # fmt: skip
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def enabled(self) -> bool:
+        return self.name != "none"
+
+    @property
+    def limit(self) -> float:
+        """The lifetime epsilon limit: ``budget``, else ``target_epsilon``."""
+        return float(self.budget if self.budget is not None else self.target_epsilon)

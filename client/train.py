@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -11,6 +12,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from client.settings import TrainSettings
 from fusion_models.task import Task
+
+if TYPE_CHECKING:
+    from client.privacy import DPRound
 
 __all__ = ["resolve_device", "make_loader", "proximal_penalty", "train_local", "predict", "evaluate"]
 
@@ -50,6 +54,7 @@ def train_local(
     device: torch.device,
     label_offset: torch.Tensor | None = None,
     anchor: list[torch.Tensor] | None = None,
+    dp: DPRound | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place for ``settings.epochs`` passes over ``dataset`` with a fresh AdamW.
 
@@ -57,6 +62,8 @@ def train_local(
     With ``proximal_mu > 0`` the proximal term ``mu / 2 * ||w - anchor||^2`` pulls the weights
     towards ``anchor`` (FedProx: the weights at the start; Ditto: the global weights).
     ``label_offset`` (``[output_dim]``) is added to the outputs inside the task loss only.
+    With ``dp`` the round is DP-SGD (:class:`client.privacy.DPRound`): Poisson-sampled
+    batches, clipped per-sample gradients plus noise, the proximal pull added after the noise.
     """
     if len(dataset) == 0:
         return {"loss": float("nan"), "steps": 0.0, "samples": 0.0}
@@ -70,24 +77,32 @@ def train_local(
         anchor = None
     loader = make_loader(dataset, batch_size=settings.batch_size, shuffle=True, seed=seed)
     steps = max(1, math.ceil(settings.epochs * len(loader)))
+    forward = model
+    if dp is not None:
+        forward, optimizer, loader = dp.attach(model, optimizer, loader, anchor=anchor, mu=settings.proximal_mu)
+        anchor = None  # DPRound adds the proximal gradient after the noise
     done, samples, total = 0, 0, 0.0
-    while done < steps:
-        for batch in loader:
-            batch = _to(batch, device)
-            optimizer.zero_grad(set_to_none=True)
-            outputs = model(batch)
-            loss = task.loss(outputs if offset is None else outputs + offset, batch["label"])
-            if hasattr(model, "auxiliary_loss"):
-                loss = loss + model.auxiliary_loss(outputs, batch["label"])
-            if anchor is not None:
-                loss = loss + proximal_penalty(model.parameters(), anchor, mu=settings.proximal_mu)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach())
-            samples += len(batch["label"])
-            done += 1
-            if done >= steps:
-                break
+    try:
+        while done < steps:
+            for batch in loader:
+                batch = _to(batch, device)
+                optimizer.zero_grad(set_to_none=True)
+                outputs = forward(batch)
+                loss = task.loss(outputs if offset is None else outputs + offset, batch["label"])
+                if hasattr(model, "auxiliary_loss"):
+                    loss = loss + model.auxiliary_loss(outputs, batch["label"])
+                if anchor is not None:
+                    loss = loss + proximal_penalty(model.parameters(), anchor, mu=settings.proximal_mu)
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach())
+                samples += len(batch["label"])
+                done += 1
+                if done >= steps:
+                    break
+    finally:
+        if dp is not None:
+            dp.close()
     return {"loss": total / done, "steps": float(done), "samples": float(samples)}
 
 

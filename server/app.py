@@ -17,12 +17,14 @@ from client import messages as keys
 from client.atomic_io import atomic_write_text
 from client.features import merge_statistics
 from client.messages import RoundConfig
+from client.privacy import dp_refusals
 from client.schema import Schema
 from fusion_models.model import build_model
 from server.checkpoint import save_checkpoint
 from server.default_config import settings_from_run_config
 from server.final_evaluation import SITE_EVALUATION_FILE, run_final_evaluation, write_site_evaluations
 from server.model_setup import make_model_spec
+from server.settings import RunSettings
 from server.strategies import build_strategy
 
 __all__ = ["app", "agree_on_schema"]
@@ -73,6 +75,22 @@ def _collect_statistics(grid: Grid, nodes: list[int]) -> list[dict]:
     return sorted(stats, key=lambda s: s["site"])
 
 
+def _check_private(model, task: str, settings) -> None:
+    """Refuse a DP run before round 1 if DP-SGD cannot make it private (the task is known
+    only now) or Opacus cannot wrap the model (``settings``: the run settings); the message
+    names each problem and its fix."""
+    from opacus.validators import ModuleValidator
+
+    problems = dp_refusals(task=task, train=settings.train, personalization=settings.personalization)
+    problems += [f"Opacus cannot wrap the model: {error}" for error in ModuleValidator.validate(model.train(), strict=False)]
+    if problems:
+        raise ValueError("privacy=dp: " + "; ".join(problems))
+    log(INFO, "fedfusion: DP-SGD at every site (%s, C=%s, %s accountant, grad-sample mode %s)",
+        "target epsilon %s" % settings.privacy.target_epsilon if settings.privacy.target_epsilon is not None
+        else "sigma %s" % settings.privacy.noise_multiplier, settings.privacy.max_grad_norm,
+        settings.privacy.accountant, settings.privacy.grad_sample_mode)  # fmt: skip
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run the federation described by the run config (see ``settings_from_run_config``)."""
@@ -91,6 +109,8 @@ def main(grid: Grid, context: Context) -> None:
     model_spec = make_model_spec(features, settings.model)
     model = build_model(model_spec, seed=settings.seed)
     log(INFO, "fedfusion: %d sites, task %s, modalities %s", len(stats), task, features.modalities)
+    if settings.privacy.enabled:
+        _check_private(model, task, settings)
 
     site_log = (federated_dir / "site_metrics.jsonl").open("a")
 
@@ -117,7 +137,8 @@ def main(grid: Grid, context: Context) -> None:
     strategy = build_strategy(settings.strategy, on_site_metrics=record_site, num_nodes=len(nodes))
     round_config = RoundConfig(task=task, feature_spec=features.to_json(), model_spec=json.dumps(model_spec.to_dict()),
                                seed=settings.seed, device=settings.device, train=settings.train, split="val",
-                               bootstrap=settings.bootstrap, personalization=settings.personalization)  # fmt: skip
+                               bootstrap=settings.bootstrap, personalization=settings.personalization,
+                               privacy=settings.privacy, rounds=settings.rounds)  # fmt: skip
     try:
         result = strategy.start(
             grid=grid,

@@ -7,7 +7,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from client.settings import PersonalizationSettings, TrainSettings
+from client.privacy import dp_refusals
+from client.settings import PersonalizationSettings, PrivacySettings, TrainSettings
 
 __all__ = ["RunSettings", "ModelSettings", "StrategySettings"]
 
@@ -133,6 +134,7 @@ class RunSettings:
     device: str = "auto"
     personalization: PersonalizationSettings = field(default_factory=PersonalizationSettings)
     bootstrap: int = 200  # resamples behind each site's confidence intervals
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -147,7 +149,12 @@ class RunSettings:
         data["model"] = _build(ModelSettings, data["model"], "model settings")
         data["strategy"] = _build(StrategySettings, data["strategy"], "strategy settings")
         data["personalization"] = _build(PersonalizationSettings, data.get("personalization", {}), "personalization settings")
+        data["privacy"] = _build(PrivacySettings, data.get("privacy", {}), "privacy settings")
         settings = _build(cls, data, "run settings")
+        if settings.privacy.enabled:
+            problems = dp_refusals(task=settings.task, train=settings.train, personalization=settings.personalization)
+            if problems:
+                raise ValueError("privacy=dp: " + "; ".join(problems))
         if settings.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {settings.rounds}")
         if settings.strategy.name == "fedprox" and settings.strategy.proximal_mu <= 0:
@@ -161,6 +168,7 @@ class RunSettings:
         model["encoders"] = {modality: dict(options) for modality, options in (resolved.get("encoder") or {}).items()}
         model["fusion"] = dict(resolved["fusion"])
         personalization = dict(resolved.get("personalization") or {})
+        privacy = dict(resolved.get("privacy") or {})
         return cls.from_dict(
             {
                 "rounds": _integer(resolved, "rounds"),
@@ -173,6 +181,7 @@ class RunSettings:
                 "device": str(resolved["device"]),
                 "personalization": personalization,
                 "bootstrap": _integer(resolved, "bootstrap"),
+                "privacy": privacy,
             }
         )
 

@@ -3,18 +3,23 @@
 Both train through :func:`client.round.train_round`, the function every site runs each
 round, with the federation's settings: the same number of rounds, each of
 ``settings.epochs`` passes with a fresh AdamW, so the comparison isolates federation.
-The steps actually made are returned.
+The steps actually made are returned. Under ``privacy=dp`` they train through the same DP
+round, each with a ledger of its own under ``ledger_dir`` (``pooled/`` or one per site), and
+stop at the budget as a site does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from client.data import SiteDataset
+from client.ledger import PrivacyLedger
+from client.privacy import BudgetExceeded, SitePrivacy
 from client.round import round_seed, train_round
-from client.settings import TrainSettings
+from client.settings import PrivacySettings, TrainSettings
 from client.train import evaluate
 from fusion_models.model import ModelSpec, MultimodalModel, build_model
 from fusion_models.task import Task
@@ -52,11 +57,23 @@ def _train_rounds(
     seed: int,
     device: torch.device,
     on_round: RoundCallback | None,
+    privacy: PrivacySettings | None = None,
+    ledger_dir: Path | None = None,
 ) -> tuple[MultimodalModel, int]:
     """``rounds`` rounds of :func:`train_round`, validating after each; returns the model and its steps."""
     steps = 0
+    private = privacy is not None and privacy.enabled
+    if private and ledger_dir is None:
+        raise ValueError("a DP baseline needs a ledger_dir")
+    ledger = PrivacyLedger.open(ledger_dir, name) if private else None
     for server_round in range(1, rounds + 1):
-        result = train_round(model, train_set, task, settings, seed=round_seed(seed, server_round, name), device=device)
+        dp = SitePrivacy(settings=privacy, ledger=ledger, run_id=f"baseline-{name}", server_round=server_round,
+                         rounds=rounds) if private else None  # fmt: skip
+        try:
+            result = train_round(model, train_set, task, settings, seed=round_seed(seed, server_round, name),
+                                 device=device, privacy=dp)  # fmt: skip
+        except BudgetExceeded:
+            break
         steps += result.steps
         if on_round is not None:
             for site, dataset in val_sets.items():
@@ -75,11 +92,14 @@ def train_pooled(
     seed: int,
     device: torch.device,
     on_round: RoundCallback | None = None,
+    privacy: PrivacySettings | None = None,
+    ledger_dir: Path | None = None,
 ) -> tuple[MultimodalModel, int]:
     """One model on all sites' training rows together; returns it and the steps it took."""
     pooled = concat_sites(list(train_sets.values()))
     return _train_rounds(build_model(spec, seed=seed), POOLED, pooled, val_sets, task, settings,
-                         rounds=rounds, seed=seed, device=device, on_round=on_round)  # fmt: skip
+                         rounds=rounds, seed=seed, device=device, on_round=on_round, privacy=privacy,
+                         ledger_dir=ledger_dir)  # fmt: skip
 
 
 def train_local_only(
@@ -93,10 +113,13 @@ def train_local_only(
     seed: int,
     device: torch.device,
     on_round: RoundCallback | None = None,
+    privacy: PrivacySettings | None = None,
+    ledger_dir: Path | None = None,
 ) -> dict[str, tuple[MultimodalModel, int]]:
     """One model per site on that site's rows alone; per site the model and its steps."""
     return {
         site: _train_rounds(build_model(spec, seed=seed), site, dataset, {site: val_sets[site]}, task, settings,
-                            rounds=rounds, seed=seed, device=device, on_round=on_round)  # fmt: skip
+                            rounds=rounds, seed=seed, device=device, on_round=on_round, privacy=privacy,
+                            ledger_dir=ledger_dir)  # fmt: skip
         for site, dataset in train_sets.items()
     }

@@ -23,6 +23,8 @@ commands:
                fedfusion simulate data=manifests data.dir=/path/to/sites
                fedfusion simulate data=synthetic partition=dirichlet partition.alpha=0.3 num_sites=8
                fedfusion simulate --cfg job        (print the composed config and exit)
+  privacy    `fedfusion privacy report LEDGER_DIR`: each site's DP-SGD releases, every
+             epsilon recomputed from the ledger's records with Opacus' accountant
   cache      show the shared cache of decoded images and series ($FEDFUSION_CACHE, else
              ~/.cache/fedfusion); `fedfusion cache clear` empties it
   superlink  show (`status`) or stop (`stop`) the SuperLink that `flwr run . local` started
@@ -97,6 +99,10 @@ def main() -> None:
         sys.argv = [f"fedfusion {command}", *rest]
         _simulate_main()
         return
+    if command == "privacy":
+        from simulation.privacy_report import main as privacy_main
+
+        sys.exit(privacy_main(rest))
     if command == "cache":
         from simulation.cache import cache_command
 

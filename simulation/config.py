@@ -7,6 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from client.settings import PRIVACY_MODES
 from server.default_config import check_values, resolve_config
 from server.settings import RunSettings
 
@@ -53,8 +54,8 @@ class SimulationConfig:
             raise ValueError(f"baselines: unknown {unknown}; known: {list(BASELINES)}")
         partition = dict(resolved["partition"])
         privacy = dict(resolved["privacy"])
-        if privacy.get("name") != "none":
-            raise ValueError(f"privacy={privacy.get('name')!r} is not available; use privacy=none")
+        if privacy.get("name") not in PRIVACY_MODES:
+            raise ValueError(f"privacy={privacy.get('name')!r} is not available; known: {list(PRIVACY_MODES)}")
         run = RunSettings.from_config(resolved)
         repeats = resolved.get("repeats", 1)
         if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:

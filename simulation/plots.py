@@ -30,6 +30,7 @@ __all__ = [
     "plot_partition",
     "plot_modalities",
     "plot_site_results",
+    "plot_epsilon",
 ]
 
 METHOD_ORDER = ("federated", "pooled", "local")
@@ -196,6 +197,26 @@ def _partition_sites(summary: dict) -> list[str]:
     partition = summary.get("partition", {})
     ordered = [s for s in site_names(summary) if s in partition]
     return ordered + [s for s in partition if s not in ordered]
+
+
+def plot_epsilon(metrics: pd.DataFrame, out_dir: Path) -> Path | None:
+    """Each DP site's epsilon after every round (``train-epsilon`` of its replies), or None
+    when the run had no DP. A line that ends before the last round is a site that stopped."""
+    frame = _clean_metrics(metrics)
+    rows = frame[(frame["method"] == "federated") & (frame["split"] == "train") & (frame["metric"] == "epsilon")
+                 & ~frame["site"].isin(_SPECIAL_SITES)]  # fmt: skip
+    if rows["value"].notna().sum() == 0:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for site, group in rows.groupby("site"):
+        curve = group.groupby("round")["value"].max().sort_index()
+        ax.plot(curve.index, curve.values, marker="o", markersize=3, label=site)
+    ax.set_xlabel("round")
+    ax.set_ylabel("epsilon (site's whole ledger)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("Privacy spent per site")
+    ax.legend(fontsize=8)
+    return _save(fig, Path(out_dir) / "epsilon.png")
 
 
 def plot_partition(summary: dict, out_dir: Path) -> Path:

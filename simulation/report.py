@@ -25,12 +25,14 @@ from simulation.explanations import plot_explanations
 from simulation.plots import (
     method_names,
     metric_label,
+    plot_epsilon,
     plot_learning_curves,
     plot_modalities,
     plot_partition,
     plot_site_results,
     site_names,
 )
+from simulation.privacy_report import privacy_lines
 
 __all__ = ["results_table", "print_results", "write_report", "write_all"]
 
@@ -326,6 +328,9 @@ def write_report(run_dir: Path, summary: dict, plots: list[Path]) -> Path:
         f"- headline: {metric_label(summary['headline'], summary.get('higher_is_better', True))}, mean over sites",
         "", "### Partition", "", *_partition_markdown(summary), "",
     ]
+    privacy = privacy_lines(summary.get("privacy_sites") or {}, int(summary.get("rounds") or 0))
+    if privacy:
+        lines += ["### Differential privacy", "", *privacy, ""]
     lines += ["## Results (test split)", "", *_results_markdown(summary), "", _explanation(summary), ""]
     caveats = _caveats(summary)
     if caveats:
@@ -369,6 +374,9 @@ def write_all(run_dir: Path, summary: dict) -> list[Path]:
         plot_partition(summary, out_dir),
         plot_modalities(summary, out_dir),
     ]
+    epsilon = plot_epsilon(metrics, out_dir)
+    if epsilon is not None:
+        plots.append(epsilon)
     explained = plot_explanations(summary.get("explanations") or {}, summary.get("modalities", []), out_dir)
     if explained is not None:
         plots.append(explained)

@@ -32,6 +32,7 @@ from simulation.evaluation import evaluate_sites, pooled_test_metrics, summarise
 from simulation.explanations import collect_explanations
 from simulation.flower_runner import FederationError, run_federation
 from simulation.prepare import prepare_sites, schema_summary
+from simulation.privacy_report import baseline_ledger_dir, privacy_lines, run_privacy
 from simulation.repeats import aggregate_repeats, paired_comparison, repeats_markdown
 from simulation.report import print_results, write_all
 from simulation.results import MEAN_SITE, MetricsLog, federated_rows, json_safe
@@ -94,7 +95,7 @@ def _run_federation(config: SimulationConfig, run_dir: Path, sites: int, console
 
 
 def _baseline(name: str, config: SimulationConfig, data, spec: ModelSpec, task: Task, log: MetricsLog,
-              device: torch.device, console: Console):  # fmt: skip
+              device: torch.device, console: Console, run_dir: Path):  # fmt: skip
     """Train one baseline; returns (site -> model, seconds, steps per site)."""
     def on_round(server_round: int, site: str, metrics: dict[str, float]) -> None:
         log.add(method=name, round=server_round, site=site, split="val", metrics=metrics)
@@ -103,7 +104,8 @@ def _baseline(name: str, config: SimulationConfig, data, spec: ModelSpec, task: 
     with console.status(f"[bold]{name}[/] baseline: {config.run.rounds} x {config.run.train.epochs} epochs"):
         trainer = train_pooled if name == "pooled" else train_local_only
         trained = trainer(data["train"], data["val"], spec, task, config.run.train, rounds=config.run.rounds,
-                          seed=config.run.seed, device=device, on_round=on_round)  # fmt: skip
+                          seed=config.run.seed, device=device, on_round=on_round, privacy=config.run.privacy,
+                          ledger_dir=baseline_ledger_dir(run_dir, name))  # fmt: skip
     if name == "pooled":
         model, steps = trained
         return (lambda site: model), time.monotonic() - start, {site: steps for site in data["test"]}
@@ -209,7 +211,7 @@ def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console) ->
         methods[name]["source"] = "reported by the sites (Flower final evaluation round)"
         log.add_summary(name, config.run.rounds, methods[name])
     for name in config.baselines:
-        model_for, seconds[name], steps = _baseline(name, config, data, spec, task, log, device, console)
+        model_for, seconds[name], steps = _baseline(name, config, data, spec, task, log, device, console, run_dir)
         evaluations = evaluate_sites(model_for, data["val"], data["test"], task, model_name=name, device=device,
                                      n_boot=config.run.bootstrap, seed=config.run.seed)  # fmt: skip
         evaluations = [replace(e, train_steps=steps[e.site]) for e in evaluations]
@@ -226,6 +228,7 @@ def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console) ->
         "name": config.name, "dataset": config.dataset, "description": table.description, "task": task.name,
         "headline": task.headline, "higher_is_better": task.higher_is_better, "classes": features.classes,
         "rounds": config.run.rounds, "local_epochs": config.run.train.epochs, "privacy": config.privacy,
+        "privacy_sites": run_privacy(config.run.privacy, run_dir, config.baselines),
         "partition": _partition_summary(manifests, task.name), "sites": [m.site for m in manifests],
         "metrics": metrics, "methods": methods, "warnings": warnings_list,
         "modalities": features.modalities, "explanations": explanations,
@@ -237,6 +240,8 @@ def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console) ->
     print_results({**summary, "warnings": []}, console)  # the warnings were printed as they arose
     if warnings_list:
         console.print(f"{len(warnings_list)} warning(s) printed above; report.md lists them")
+    for line in privacy_lines(summary["privacy_sites"], config.run.rounds):
+        console.print(line, markup=False, highlight=False)
     console.print(f"outputs: [bold]{run_dir}[/] (report.md, metrics.csv, summary.json, plots/)")
     return summary
 
