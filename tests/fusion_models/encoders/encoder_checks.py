@@ -88,3 +88,35 @@ def check_seeded_build_is_deterministic(build, inputs: Any) -> None:
     b = build().eval()
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     torch.testing.assert_close(a(inputs), b(inputs))
+
+
+def check_dp_step(model: nn.Module, batch: dict[str, torch.Tensor], *, max_grad_norm: float = 1e-3,
+                  noise_multiplier: float = 1.0) -> None:  # fmt: skip
+    """One DP-SGD step through Opacus (GradSampleModule + DPOptimizer): every per-sample
+    gradient is clipped to ``max_grad_norm`` before summing, Gaussian noise of std
+    ``noise_multiplier * max_grad_norm`` is added, and the step moves the weights."""
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
+    torch.manual_seed(0)
+    model.train()
+    b = batch["present"].shape[0]
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = DPOptimizer(torch.optim.SGD(model.parameters(), lr=1.0), noise_multiplier=noise_multiplier,
+                            max_grad_norm=max_grad_norm, expected_batch_size=b)  # fmt: skip
+    out = GradSampleModule(model)(batch)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], torch.ones(b))
+    if hasattr(model, "auxiliary_loss"):
+        loss = loss + model.auxiliary_loss(out, torch.ones(b))
+    loss.backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    flat = torch.cat([p.grad_sample.reshape(b, -1) for p in params], dim=1)
+    norms = flat.norm(dim=1)
+    assert (norms > max_grad_norm).all(), "the clipping bound must bite for the check to mean anything"
+    optimizer.step()
+    clipped = flat * (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)[:, None]
+    summed = torch.cat([p.summed_grad.reshape(-1) for p in params])
+    torch.testing.assert_close(summed, clipped.sum(dim=0), rtol=1e-4, atol=1e-9)
+    noise = torch.cat([(p.grad * b - p.summed_grad).reshape(-1) for p in params])
+    assert abs(noise.std().item() / (noise_multiplier * max_grad_norm) - 1) < 0.25, noise.std().item()
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters())), "the step moved no weight"

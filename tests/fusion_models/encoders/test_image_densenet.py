@@ -6,6 +6,7 @@ import torch
 from fusion_models.encoders import ENCODERS
 from fusion_models.encoders.image_densenet import _norm_widths
 from tests.fusion_models.encoders.encoder_checks import (
+    check_dp_step,
     check_gradients_reach_every_parameter,
     check_model_masking,
     check_per_sample_grads,
@@ -84,4 +85,4 @@ def test_in_a_model_missing_images_are_masked_and_dp_step_works(spatial_dims, sh
     x = torch.randn(4, *shape)
     check_model_masking(model, "image", x)
     batch = {"image": x, "omics": torch.randn(4, 6), "present": torch.ones(4, 2, dtype=torch.bool)}
-    check_per_sample_grads(model.train(), batch, batch_size=4)
+    check_dp_step(model, batch)

@@ -191,3 +191,9 @@ def test_a_wrongly_sized_record_is_refused():
     encoder = FiLMCNN(3, 6, condition_features=F, **SMALL)
     with pytest.raises(ValueError, match="condition_features"):
         encoder(torch.randn(B, 3, 8, 8), condition=torch.randn(B, F + 1))
+
+
+def test_in_a_model_the_film_head_dp_step_works():
+    from tests.fusion_models.encoders.encoder_checks import check_dp_step
+
+    check_dp_step(_model(), _batch(PATTERNS["partly_missing"]))

@@ -208,3 +208,9 @@ def test_the_hyperfusion_yaml_swaps_in_the_conditioned_encoder():
 def test_unknown_layers_are_refused(layers):
     with pytest.raises(ValueError, match="hyper_layers"):
         HyperCNN(3, 6, condition_features=F, hyper_layers=layers)
+
+
+def test_in_a_model_the_hyperfusion_head_dp_step_works():
+    from tests.fusion_models.encoders.encoder_checks import check_dp_step
+
+    check_dp_step(_model(), _batch(torch.tensor([[True, True], [False, True], [True, False], [True, True]])))

@@ -119,3 +119,7 @@ def test_dp_step_keeps_the_penalty_per_sample():
     assert gate.weight.grad_sample.shape == (4, G, G)
     # The per-sample gradients average to the batch gradient: the penalty is not dropped.
     torch.testing.assert_close(gate.weight.grad_sample.mean(dim=0), gate.weight.grad)
+    # And a real DP step (clip, noise, step) goes through the gated encoder with its penalty.
+    from tests.fusion_models.encoders.encoder_checks import check_dp_step
+
+    check_dp_step(_model(), batch)
