@@ -227,3 +227,22 @@ def test_a_dp_run_at_epsilon_8_learns_clearly_above_chance(tmp_path):
     auroc = evaluate(model, test_set, make_task("binary"), device=CPU)["auroc"]
     assert auroc > 0.8, auroc
     assert np.isfinite(auroc)
+
+
+def test_fine_tuning_under_dp_is_a_release_of_its_own_and_stops_at_the_budget(tmp_path):
+    from client.personalization import personalize
+
+    dataset = _dataset(64)
+    settings = PrivacySettings(name="dp", noise_multiplier=1.0, budget=20.0)
+    finetune = PersonalizationSettings(name="finetune", epochs=1.0, min_train_positives=0)
+    privacy = replace(_privacy(tmp_path, settings, server_round=3), extra_epochs=1.0)
+    model, steps, note = personalize(_model(), dataset, make_task("binary"), TRAIN, finetune, seed=0, device=CPU,
+                                     privacy=privacy)  # fmt: skip
+    assert steps == 4 and note == ""
+    entry = PrivacyLedger.open(tmp_path, "a").entries[-1]
+    assert (entry.release, entry.round, entry.steps) == ("finetune", 3, 4)
+    tight = replace(privacy, budget_cap=entry.epsilon)  # nothing left: the global model is kept, and said so
+    kept, steps, note = personalize(_model(), dataset, make_task("binary"), TRAIN, finetune, seed=0, device=CPU,
+                                    privacy=tight)  # fmt: skip
+    assert steps == 0 and "privacy budget reached" in note
+    assert len(PrivacyLedger.open(tmp_path, "a").entries) == 1
