@@ -39,6 +39,7 @@ RECIPES: dict[str, list[str]] = {
     "fedavg": ["train.label_skew=none", "personalization=none"],
     "logit_adjust+finetune": ["train.label_skew=logit_adjust", "personalization=finetune"],
     "logit_adjust+finetune3": ["train.label_skew=logit_adjust", "personalization=finetune", "personalization.epochs=3"],
+    "default": [],
     "logit_adjust+ditto": ["train.label_skew=logit_adjust", "personalization=ditto"],
     "logit_adjust+fedper": ["train.label_skew=logit_adjust", "personalization=fedper"],
 }

@@ -156,7 +156,8 @@ def personalize(
     count = _minority_count(task, train_set.target)
     if count is not None and count < settings.min_train_positives:
         what = "events" if task.name == "survival" else "positives"
-        return model, 0, f"kept the global model: {count} training {what} < {settings.min_train_positives}"
+        what = what if count != 1 else what[:-1]
+        return model, 0, f"kept the global model: {count} training {what}, fewer than {settings.min_train_positives}"
     if privacy is not None:
         privacy = replace(privacy, release="finetune", round_epochs=train.epochs)
     try:
