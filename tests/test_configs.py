@@ -5,10 +5,12 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from fusion_models.fusion import FUSIONS
 from fusion_models.task import TASKS
-from server.strategy import STRATEGIES
+from server.settings import RunSettings
+from server.strategies import STRATEGIES, build_strategy
 from simulation.cli import CONFIG_DIR
 from simulation.config import SimulationConfig
 from simulation.datasets import DATASETS
@@ -58,3 +60,22 @@ def test_manifests_need_a_folder():
 def test_unknown_training_keys_are_refused():
     with pytest.raises(ValueError, match="unknown keys"):
         SimulationConfig.from_cfg(_compose(["+train.momentum=0.9"]))
+
+
+@pytest.mark.parametrize("name", sorted(_options("strategy")))
+def test_each_strategy_yaml_reaches_the_strategy_the_server_app_builds(name):
+    config = SimulationConfig.from_cfg(_compose([f"strategy={name}", "rounds=1", "num_sites=2"]))
+    settings = RunSettings.from_json(config.run.to_json()).strategy  # what the ServerApp reads
+    written = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "strategy" / f"{name}.yaml"))
+    assert {key: getattr(settings, key) for key in written} == written
+    strategy = build_strategy(settings, on_site_metrics=None, num_nodes=4)
+    assert type(strategy) is STRATEGIES.get(name)
+    for key in set(strategy.hyperparameters) & set(written):
+        assert getattr(strategy, key) == written[key], key
+
+
+def test_a_strategy_override_reaches_the_settings_and_a_bad_one_names_its_key():
+    config = SimulationConfig.from_cfg(_compose(["strategy=fedadam", "strategy.server_lr=0.5"]))
+    assert config.run.strategy.server_lr == 0.5
+    with pytest.raises(ValueError, match=r"strategy.trim_fraction must be a number in \[0, 0.5\)"):
+        SimulationConfig.from_cfg(_compose(["strategy=trimmed_mean", "strategy.trim_fraction=0.5"]))

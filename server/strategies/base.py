@@ -1,14 +1,12 @@
-"""Modality-aware FedAvg: each module is averaged over the sites that trained it.
-
-Flower's FedAvg rejects replies whose ArrayRecords have different keys and weights every
-key by one number per reply; a site without images sends no image encoder, so we subclass
-and aggregate per module, keeping the previous global value of modules nobody trained.
-"""
+"""The Message-API base class of every fedfusion strategy: it checks and records the replies,
+and leaves the merge of the global arrays to one pure rule per subclass."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from logging import WARNING
+from abc import abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from logging import INFO, WARNING
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -17,39 +15,64 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from client.messages import NUM_EXAMPLES, SITE, SITE_NAME, module_weight_key
-from fusion_models.model import module_of
-from fusion_models.registry import Registry
+from client.messages import SITE, SITE_NAME
+from server.settings import StrategySettings
+from server.strategies.aggregation import Update
 
-__all__ = ["ModalityAwareFedAvg", "aggregate_modules", "STRATEGIES"]
-
-#: Strategy name -> class; chosen by ``configs/strategy/<name>.yaml``.
-STRATEGIES: Registry = Registry("strategy")
+__all__ = ["ModalityAwareStrategy"]
 
 
-@STRATEGIES.register("fedavg")
-@STRATEGIES.register("fedprox")  # FedProx aggregates like FedAvg; its proximal term runs at the sites
-class ModalityAwareFedAvg(FedAvg):
-    """FedAvg whose weights are per module: ``num-examples.<module>`` in each reply's metrics.
+class ModalityAwareStrategy(FedAvg):
+    """A strategy whose rule runs per module, over the sites that sent that module.
+
+    Flower's FedAvg, FedAdam, Krum and the rest reject replies whose ArrayRecords have
+    different keys (a site without images sends no image encoder), so we subclass FedAvg
+    for its sampling and checks and merge per module, keeping modules nobody sent.
+
+    Subclasses implement :meth:`aggregate` (a thin call of a pure function) and name the
+    :class:`~server.settings.StrategySettings` fields their constructor takes in
+    ``hyperparameters``.
 
     Args:
         on_site_metrics: called with (round, kind, site, MetricRecord) for every good reply,
             so the run can record per-site curves (``kind`` is "train" or "evaluate").
         reject_nonfinite: drop a reply whose arrays hold NaN or inf (logged with its site).
-        **kwargs: passed to :class:`flwr.serverapp.strategy.FedAvg`.
+        **kwargs: passed to :class:`flwr.serverapp.strategy.FedAvg` (sampling fractions,
+            ``min_*_nodes``, record keys).
     """
+
+    #: StrategySettings fields passed to the constructor by :meth:`settings_kwargs`.
+    hyperparameters: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
         *,
         on_site_metrics: Callable[[int, str, str, MetricRecord], None] | None = None,
         reject_nonfinite: bool = True,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.on_site_metrics = on_site_metrics
         self.reject_nonfinite = reject_nonfinite
         self._global: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def settings_kwargs(cls, settings: StrategySettings) -> dict[str, Any]:
+        """The constructor arguments this strategy takes from ``settings``; a field left
+        ``None`` is omitted, so the constructor's own default applies."""
+        values = {name: getattr(settings, name) for name in cls.hyperparameters}
+        return {name: value for name, value in values.items() if value is not None}
+
+    @abstractmethod
+    def aggregate(
+        self, server_round: int, global_arrays: dict[str, np.ndarray], updates: Sequence[Update]
+    ) -> dict[str, np.ndarray]:
+        """Merge the good replies of ``server_round`` into the new global arrays."""
+
+    def summary(self) -> None:
+        """Log the rule's hyper-parameters, then FedAvg's sampling summary."""
+        log(INFO, "\t├──> %s: %s", type(self).__name__, {n: getattr(self, n) for n in self.hyperparameters})
+        super().summary()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -66,13 +89,12 @@ class ModalityAwareFedAvg(FedAvg):
             return None, None
         for message in valid:
             self._report(server_round, "train", message)
-        merged = aggregate_modules(
-            self._global,
-            [(m.content[self.arrayrecord_key], _metrics(m)) for m in valid],
-            weighted_by_key=self.weighted_by_key,
+        merged = self.aggregate(
+            server_round, self._global, [(m.content[self.arrayrecord_key], _metrics(m)) for m in valid]
         )
         metrics = self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key)
-        return ArrayRecord({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in merged.items()}), metrics
+        # np.asarray, not ascontiguousarray: the latter turns 0-d buffers into shape (1,).
+        return ArrayRecord({k: torch.from_numpy(np.asarray(v, order="C")) for k, v in merged.items()}), metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)
@@ -112,37 +134,3 @@ def _site(message: Message) -> str:
     if record is not None and SITE_NAME in record:
         return str(record[SITE_NAME])
     return f"node {message.metadata.src_node_id}"
-
-
-def aggregate_modules(
-    global_arrays: dict[str, np.ndarray],
-    updates: list[tuple[ArrayRecord, MetricRecord]],
-    *,
-    weighted_by_key: str = NUM_EXAMPLES,
-) -> dict[str, np.ndarray]:
-    """Weighted average of each module over the updates that contain it.
-
-    A reply weights module ``m`` by its metric ``num-examples.<m>`` when present (the
-    samples that carried that modality), else by ``weighted_by_key``. Keys no update holds
-    keep their global value; integer buffers (e.g. counters) take the largest weight's value.
-    """
-    merged: dict[str, np.ndarray] = {}
-    for key, current in global_arrays.items():
-        module = module_of(key)
-        values, weights = [], []
-        for arrays, metrics in updates:
-            if key not in arrays:
-                continue
-            weight = float(metrics.get(module_weight_key(module), metrics.get(weighted_by_key, 0.0)))
-            if weight > 0:
-                values.append(arrays[key].numpy())
-                weights.append(weight)
-        if not values:
-            merged[key] = current
-            continue
-        if not np.issubdtype(current.dtype, np.floating):
-            merged[key] = values[int(np.argmax(weights))]
-            continue
-        w = np.asarray(weights, dtype=np.float64) / sum(weights)
-        merged[key] = sum(wi * v.astype(np.float64) for wi, v in zip(w, values)).astype(current.dtype)
-    return merged

@@ -1,0 +1,79 @@
+"""Modality-aware server strategies, chosen by name (``configs/strategy/<name>.yaml``).
+
+Every strategy aggregates per module (``encoders.<modality>``, ``fusion``) over the sites
+that sent that module; see :mod:`server.strategies.base` for why we do not use Flower's own.
+Each rule is a pure function over numpy dicts in its own module; the classes call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flwr.app import MetricRecord
+
+from server.settings import StrategySettings
+from server.strategies.aggregation import aggregate_modules
+from server.strategies.base import ModalityAwareStrategy
+from server.strategies.fedadagrad import ModalityAwareFedAdagrad, fedadagrad_step
+from server.strategies.fedadam import ModalityAwareFedAdam, fedadam_step
+from server.strategies.fedavg import ModalityAwareFedAvg
+from server.strategies.fedavgm import ModalityAwareFedAvgM, fedavgm_step
+from server.strategies.fedyogi import ModalityAwareFedYogi, fedyogi_step
+from server.strategies.krum import ModalityAwareKrum, aggregate_krum
+from server.strategies.median import ModalityAwareMedian, aggregate_median
+from server.strategies.multikrum import ModalityAwareMultiKrum, aggregate_multikrum
+from server.strategies.registry import STRATEGIES
+from server.strategies.trimmed_mean import ModalityAwareTrimmedMean, aggregate_trimmed_mean
+
+__all__ = [
+    "STRATEGIES",
+    "build_strategy",
+    "ModalityAwareStrategy",
+    "ModalityAwareFedAvg",
+    "ModalityAwareFedAvgM",
+    "ModalityAwareFedAdam",
+    "ModalityAwareFedYogi",
+    "ModalityAwareFedAdagrad",
+    "ModalityAwareMedian",
+    "ModalityAwareTrimmedMean",
+    "ModalityAwareKrum",
+    "ModalityAwareMultiKrum",
+    "aggregate_modules",
+    "aggregate_median",
+    "aggregate_trimmed_mean",
+    "aggregate_krum",
+    "aggregate_multikrum",
+    "fedavgm_step",
+    "fedadam_step",
+    "fedyogi_step",
+    "fedadagrad_step",
+]
+
+
+def build_strategy(
+    settings: StrategySettings,
+    *,
+    on_site_metrics: Callable[[int, str, str, MetricRecord], None] | None,
+    num_nodes: int,
+) -> ModalityAwareStrategy:
+    """The strategy ``settings.name`` names, with its hyper-parameters from ``settings``.
+
+    Args:
+        settings: the checked strategy settings.
+        on_site_metrics: called with (round, kind, site, MetricRecord) for every good reply.
+        num_nodes: the nodes connected; no ``min_*_nodes`` asks for more than there are.
+
+    Raises:
+        KeyError: an unknown strategy name (the message lists the known ones).
+    """
+    cls = STRATEGIES.get(settings.name)
+    min_nodes = min(settings.min_nodes, num_nodes)
+    return cls(
+        **cls.settings_kwargs(settings),
+        on_site_metrics=on_site_metrics,
+        fraction_train=settings.fraction_train,
+        fraction_evaluate=settings.fraction_evaluate,
+        min_train_nodes=min_nodes,
+        min_evaluate_nodes=min_nodes,
+        min_available_nodes=min_nodes,
+    )

@@ -1,0 +1,82 @@
+"""FedAdagrad: Adagrad on the server, per key over the sites that sent it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from server.strategies.registry import STRATEGIES
+from server.strategies.server_optimiser import Moments, ServerOptimiserStrategy, fedopt_step
+
+__all__ = ["adagrad_second_moment", "fedadagrad_step", "ModalityAwareFedAdagrad"]
+
+DEFAULT_SERVER_LR = 0.1
+
+
+def adagrad_second_moment(v: np.ndarray, delta_sq: np.ndarray) -> np.ndarray:
+    """``v = v + delta**2``: the sum of every squared pseudo-gradient so far.
+
+    References:
+        Reddi et al. 2021, "Adaptive Federated Optimization", ICLR,
+        https://arxiv.org/abs/2003.00295 (Algorithm 2, FedAdagrad)
+    """
+    return v + delta_sq
+
+
+def fedadagrad_step(
+    global_arrays: Mapping[str, np.ndarray],
+    averaged: Mapping[str, np.ndarray],
+    state: Mapping[str, Moments],
+    *,
+    server_lr: float,
+    beta_1: float,
+    tau: float,
+) -> tuple[dict[str, np.ndarray], dict[str, Moments]]:
+    """One FedAdagrad step on the keys of ``averaged``; see :func:`~server.strategies.server_optimiser.fedopt_step`.
+
+    Args:
+        global_arrays: the global arrays before this round.
+        averaged: the per-module weighted average of each key some site sent this round.
+        state: moments per key from earlier rounds (not modified).
+        server_lr: the server learning rate (eta).
+        beta_1: decay of the first moment, in [0, 1) (Reddi et al.'s FedAdagrad keeps one).
+        tau: adaptivity, > 0.
+
+    References:
+        Reddi et al. 2021, "Adaptive Federated Optimization", ICLR,
+        https://arxiv.org/abs/2003.00295 (Algorithm 2, FedAdagrad)
+    """
+    return fedopt_step(
+        global_arrays, averaged, state, second_moment=adagrad_second_moment, server_lr=server_lr, beta_1=beta_1, tau=tau
+    )
+
+
+@STRATEGIES.register("fedadagrad")
+class ModalityAwareFedAdagrad(ServerOptimiserStrategy):
+    """Modality-aware FedAdagrad (:func:`fedadagrad_step`).
+
+    Args:
+        server_lr: the server learning rate (eta); 0.1 is a starting point to tune.
+        beta_1: decay of the first moment, in [0, 1).
+        tau: adaptivity, > 0 (Reddi et al. found 1e-3 a robust choice).
+        **kwargs: passed to :class:`~server.strategies.base.ModalityAwareStrategy`.
+
+    References:
+        Reddi et al. 2021, "Adaptive Federated Optimization", ICLR,
+        https://arxiv.org/abs/2003.00295
+    """
+
+    hyperparameters = ("server_lr", "beta_1", "tau")
+
+    def __init__(
+        self, *, server_lr: float = DEFAULT_SERVER_LR, beta_1: float = 0.9, tau: float = 1e-3, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.server_lr, self.beta_1, self.tau = server_lr, beta_1, tau
+
+    def step(
+        self, global_arrays: Mapping[str, np.ndarray], averaged: Mapping[str, np.ndarray], state: Mapping[str, Any]
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return fedadagrad_step(global_arrays, averaged, state, server_lr=self.server_lr, beta_1=self.beta_1, tau=self.tau)
