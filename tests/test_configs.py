@@ -1,7 +1,6 @@
 """Every config group option composes into valid settings, and every registered name has its
 YAML (and every YAML its name)."""
 
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir

@@ -17,16 +17,16 @@ from client.messages import NUM_EXAMPLES, module_weight_key
 from fusion_models.model import module_of
 
 __all__ = [
-    "Update",
     "Contribution",
-    "module_weight",
-    "sent_by_key",
-    "keys_by_module",
-    "fedavg_rule",
-    "average_sent",
+    "Update",
     "aggregate_modules",
     "aggregate_per_key",
     "as_numpy",
+    "average_sent",
+    "fedavg_rule",
+    "keys_by_module",
+    "module_weight",
+    "sent_by_key",
 ]
 
 #: One site's reply: its arrays (numpy, torch or Flower ``Array`` values) and its metrics.

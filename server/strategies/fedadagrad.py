@@ -10,7 +10,7 @@ import numpy as np
 from server.strategies.registry import STRATEGIES
 from server.strategies.server_optimiser import Moments, ServerOptimiserStrategy, fedopt_step
 
-__all__ = ["adagrad_second_moment", "fedadagrad_step", "ModalityAwareFedAdagrad"]
+__all__ = ["ModalityAwareFedAdagrad", "adagrad_second_moment", "fedadagrad_step"]
 
 DEFAULT_SERVER_LR = 0.1
 

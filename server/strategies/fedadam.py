@@ -11,7 +11,7 @@ import numpy as np
 from server.strategies.registry import STRATEGIES
 from server.strategies.server_optimiser import Moments, ServerOptimiserStrategy, fedopt_step
 
-__all__ = ["adam_second_moment", "fedadam_step", "ModalityAwareFedAdam"]
+__all__ = ["ModalityAwareFedAdam", "adam_second_moment", "fedadam_step"]
 
 DEFAULT_SERVER_LR = 0.01
 

@@ -10,7 +10,7 @@ import numpy as np
 from server.strategies.registry import STRATEGIES
 from server.strategies.server_optimiser import ServerOptimiserStrategy, pseudo_gradient
 
-__all__ = ["fedavgm_step", "ModalityAwareFedAvgM"]
+__all__ = ["ModalityAwareFedAvgM", "fedavgm_step"]
 
 DEFAULT_SERVER_LR = 1.0
 

@@ -11,7 +11,7 @@ import numpy as np
 from server.strategies.registry import STRATEGIES
 from server.strategies.server_optimiser import Moments, ServerOptimiserStrategy, fedopt_step
 
-__all__ = ["yogi_second_moment", "fedyogi_step", "ModalityAwareFedYogi"]
+__all__ = ["ModalityAwareFedYogi", "fedyogi_step", "yogi_second_moment"]
 
 DEFAULT_SERVER_LR = 0.01
 

@@ -13,7 +13,7 @@ from server.strategies.base import ModalityAwareStrategy
 from server.strategies.multikrum import aggregate_multikrum
 from server.strategies.registry import STRATEGIES
 
-__all__ = ["aggregate_krum", "ModalityAwareKrum"]
+__all__ = ["ModalityAwareKrum", "aggregate_krum"]
 
 
 def aggregate_krum(

@@ -12,7 +12,7 @@ from server.strategies.aggregation import Update, aggregate_per_key
 from server.strategies.base import ModalityAwareStrategy
 from server.strategies.registry import STRATEGIES
 
-__all__ = ["aggregate_median", "ModalityAwareMedian"]
+__all__ = ["ModalityAwareMedian", "aggregate_median"]
 
 
 def aggregate_median(

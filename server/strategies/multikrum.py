@@ -14,7 +14,7 @@ from server.strategies.aggregation import Update, aggregate_modules, keys_by_mod
 from server.strategies.base import ModalityAwareStrategy
 from server.strategies.registry import STRATEGIES
 
-__all__ = ["squared_distances", "krum_scores", "multikrum_select", "aggregate_multikrum", "ModalityAwareMultiKrum"]
+__all__ = ["ModalityAwareMultiKrum", "aggregate_multikrum", "krum_scores", "multikrum_select", "squared_distances"]
 
 
 def squared_distances(sites: Sequence[Sequence[np.ndarray]]) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 from server.strategies.aggregation import Update, average_sent
 from server.strategies.base import ModalityAwareStrategy
 
-__all__ = ["Moments", "pseudo_gradient", "fedopt_step", "ServerOptimiserStrategy"]
+__all__ = ["Moments", "ServerOptimiserStrategy", "fedopt_step", "pseudo_gradient"]
 
 
 class Moments(NamedTuple):

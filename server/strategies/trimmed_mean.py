@@ -12,7 +12,7 @@ from server.strategies.aggregation import Update, aggregate_per_key
 from server.strategies.base import ModalityAwareStrategy
 from server.strategies.registry import STRATEGIES
 
-__all__ = ["trimmed_mean", "aggregate_trimmed_mean", "ModalityAwareTrimmedMean"]
+__all__ = ["ModalityAwareTrimmedMean", "aggregate_trimmed_mean", "trimmed_mean"]
 
 
 def _check_trim_fraction(trim_fraction: float) -> None:

@@ -12,10 +12,11 @@ from server.strategies import STRATEGIES, build_strategy
 from tests.server.strategies.conftest import GLOBAL, IMAGE, STEPS, TABULAR, FakeGrid, as_record
 
 # Values away from every default, so a hyper-parameter that is not passed through shows.
-SETTINGS = dict(
-    fraction_train=0.5, fraction_evaluate=0.25, min_nodes=3, proximal_mu=0.1, server_lr=0.2, momentum=0.5,
-    beta_1=0.6, beta_2=0.7, tau=0.01, trim_fraction=0.3, num_malicious=1, num_selected=2,
-)  # fmt: skip
+SETTINGS = {
+    "fraction_train": 0.5, "fraction_evaluate": 0.25, "min_nodes": 3, "proximal_mu": 0.1, "server_lr": 0.2,
+    "momentum": 0.5, "beta_1": 0.6, "beta_2": 0.7, "tau": 0.01, "trim_fraction": 0.3, "num_malicious": 1,
+    "num_selected": 2,
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", STRATEGIES.names())

@@ -3,7 +3,19 @@
 import numpy as np
 
 from server.strategies import STRATEGIES, ModalityAwareFedAvg, aggregate_modules
-from tests.server.strategies.conftest import AVERAGES, FUSION, GLOBAL, IMAGE, ROUNDS, STEPS, TABULAR, f32, reply, run_round, run_rounds
+from tests.server.strategies.conftest import (
+    AVERAGES,
+    FUSION,
+    GLOBAL,
+    IMAGE,
+    ROUNDS,
+    STEPS,
+    TABULAR,
+    f32,
+    reply,
+    run_round,
+    run_rounds,
+)
 
 
 def test_configure_then_aggregate_gives_the_per_module_average_over_two_rounds():

@@ -14,10 +14,10 @@ def _reference():
     buffers: dict = {}
     history = []
     for averages in AVERAGES:
-        for key in x:
+        for key, current in list(x.items()):
             if key in averages:
-                buffers[key] = MOMENTUM * buffers.get(key, 0.0) + (averages[key] - x[key])
-                x[key] = (x[key] + LR * buffers[key]).astype(np.float32).astype(np.float64)  # a float32 model
+                buffers[key] = MOMENTUM * buffers.get(key, 0.0) + (averages[key] - current)
+                x[key] = (current + LR * buffers[key]).astype(np.float32).astype(np.float64)  # a float32 model
         history.append(({k: v.copy() for k, v in x.items()}, {k: v.copy() for k, v in buffers.items()}))
     return history
 

@@ -16,15 +16,15 @@ def _reference():
     v: dict = {}
     history = []
     for averages in AVERAGES:
-        for key in x:
+        for key, current in list(x.items()):
             if key not in averages:
                 continue
-            delta = averages[key].astype(np.float64) - x[key]
+            delta = averages[key].astype(np.float64) - current
             m[key] = BETA_1 * m.get(key, 0.0) + (1 - BETA_1) * delta
             previous = v.get(key, TAU**2)
             v[key] = previous - (1 - BETA_2) * delta * delta * np.sign(previous - delta * delta)
             # the global model is float32: each round's result is stored at that precision
-            x[key] = (x[key] + LR * m[key] / (np.sqrt(v[key]) + TAU)).astype(np.float32).astype(np.float64)
+            x[key] = (current + LR * m[key] / (np.sqrt(v[key]) + TAU)).astype(np.float32).astype(np.float64)
         history.append({k: val.copy() for k, val in x.items()})
     return history, m, v
 
