@@ -15,7 +15,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from client.messages import SITE, SITE_NAME
+from client.messages import SITE, SITE_NAME, STATUS
 from server.settings import StrategySettings
 from server.strategies.aggregation import Update
 
@@ -106,6 +106,13 @@ class ModalityAwareStrategy(FedAvg):
     def _usable(self, server_round: int, message: Message) -> bool:
         site = _site(message)
         content = message.content
+        status = content.config_records.get(STATUS)
+        if status is not None:  # the site declined the round (e.g. its privacy budget): recorded, not aggregated
+            log(WARNING, "round %s: %s declined the round (%s): %s", server_round, site, status.get("code", "?"),
+                status.get("reason", ""))  # fmt: skip
+            if self.on_site_metrics is not None and content.metric_records:
+                self.on_site_metrics(server_round, "refused", site, _metrics(message))
+            return False
         if self.arrayrecord_key not in content.array_records or not content.metric_records:
             log(WARNING, "round %s: reply from %s has no arrays or metrics; ignored", server_round, site)
             return False

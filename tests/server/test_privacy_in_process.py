@@ -28,11 +28,15 @@ def test_a_site_past_its_budget_refuses_and_the_run_continues_without_it(tmp_pat
     federated = run_dir / "federated"
     assert json.loads((federated / "done.json").read_text()) == {"rounds": 3}
     assert load_checkpoint(federated / "global.pt")["round"] == 3
-    trained = {}
+    trained, refused = {}, {}
     for line in (federated / "site_metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
         if row["kind"] == "train":
             trained.setdefault(row["site"], []).append((row["round"], row["train-epsilon"]))
+        if row["kind"] == "refused":  # the server records each refusal with the epsilon spent so far
+            refused.setdefault(row["site"], []).append((row["round"], row["train-epsilon"]))
+    assert [r for r, _ in refused["south"]] == [2, 3] and "north" not in refused
+    assert refused["south"][0][1] == pytest.approx(trained["south"][0][1])
     assert [r for r, _ in trained["north"]] == [1, 2, 3]
     assert [r for r, _ in trained["south"]] == [1], "south refused rounds 2 and 3"
     assert trained["north"][0][1] < trained["north"][2][1]
