@@ -13,7 +13,7 @@ from server.default_config import default_run_settings
 from simulation.inprocess_grid import run_server_in_process
 from simulation.privacy_report import privacy_summary
 from tests.conftest import write_image_sites
-from tests.server.test_app_in_process import _with_splits
+from tests.server.test_app import _with_splits
 
 
 def test_a_site_past_its_budget_refuses_and_the_run_continues_without_it(tmp_path):
