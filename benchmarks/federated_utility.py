@@ -40,6 +40,9 @@ RECIPES: dict[str, list[str]] = {
     "logit_adjust+finetune": ["train.label_skew=logit_adjust", "personalization=finetune"],
     "logit_adjust+finetune3": ["train.label_skew=logit_adjust", "personalization=finetune", "personalization.epochs=3"],
     "default": [],
+    "default+fedavgm": ["strategy=fedavgm"],
+    "default+fedadam": ["strategy=fedadam"],
+    "default+fedprox": ["strategy=fedprox"],
     "logit_adjust+ditto": ["train.label_skew=logit_adjust", "personalization=ditto"],
     "logit_adjust+fedper": ["train.label_skew=logit_adjust", "personalization=fedper"],
 }
