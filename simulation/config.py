@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from client.settings import PRIVACY_MODES
 from server.default_config import check_values, resolve_config
 from server.settings import RunSettings
+from simulation.attacks import AttackSettings
 
 __all__ = ["SimulationConfig", "BASELINES"]
 
@@ -33,6 +34,7 @@ class SimulationConfig:
     privacy: str
     max_samples: int | None
     run: RunSettings
+    attack: AttackSettings = field(default_factory=AttackSettings)  # membership inference after the run
     resolved: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @classmethod
@@ -74,6 +76,7 @@ class SimulationConfig:
             privacy=str(privacy["name"]),
             max_samples=None if resolved.get("max_samples") is None else int(resolved["max_samples"]),
             run=run,
+            attack=AttackSettings.from_config(resolved.get("attack")),
             resolved=resolved,
         )
 

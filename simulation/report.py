@@ -21,6 +21,7 @@ from rich.text import Text
 
 from client.atomic_io import atomic_write_text
 from client.site_evaluation import READABLE_RULE, THRESHOLD_RULE
+from simulation.attack_results import attack_lines
 from simulation.explanations import plot_explanations
 from simulation.plots import (
     method_names,
@@ -331,6 +332,9 @@ def write_report(run_dir: Path, summary: dict, plots: list[Path]) -> Path:
     privacy = privacy_lines(summary.get("privacy_sites") or {}, int(summary.get("rounds") or 0))
     if privacy:
         lines += ["### Differential privacy", "", *privacy, ""]
+    attacked = attack_lines(summary.get("attacks"))
+    if attacked:
+        lines += ["### Membership inference", "", *attacked, ""]
     lines += ["## Results (test split)", "", *_results_markdown(summary), "", _explanation(summary), ""]
     caveats = _caveats(summary)
     if caveats:

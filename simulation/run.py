@@ -26,6 +26,8 @@ from fusion_models.model import ModelSpec, build_model
 from fusion_models.task import Task, make_task
 from server.checkpoint import load_checkpoint
 from server.final_evaluation import SITE_EVALUATION_FILE, read_site_evaluations
+from simulation.attack_results import ATTACK_FILE, attack_summary_line
+from simulation.attacks import ShadowTraining, check_attack_task, run_attacks
 from simulation.baselines import train_local_only, train_pooled
 from simulation.config import SimulationConfig
 from simulation.evaluation import evaluate_sites, pooled_test_metrics, summarise_method
@@ -169,6 +171,7 @@ def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console) ->
         warnings_list.append(text)
         console.print(f"[yellow]warning[/] {text}")
     task_name = manifests[0].task
+    check_attack_task(config.attack, task_name)  # refused now, not after the federation
     console.print(f"[bold]{config.dataset}[/]: {table.description}")
     console.print(f"task [bold]{task_name}[/]{' (inferred from the label column)' if config.run.task == 'auto' else ''}; "
                   f"{len(manifests)} sites: {', '.join(m.site for m in manifests)}")  # fmt: skip
@@ -221,6 +224,7 @@ def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console) ->
         methods[name]["source"] = "simulation only: scored centrally with the sites' evaluation code"
         log.add_summary(name, config.run.rounds, methods[name])
     explanations = collect_explanations(global_model, data["test"], device=device)
+    attacks = _attack(config, run_dir, global_model, data, task, spec, device, console)
     _add_round_means(log)
     log.save(run_dir / "metrics.csv")
 
@@ -231,10 +235,12 @@ def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console) ->
         "privacy_sites": run_privacy(config.run.privacy, run_dir, config.baselines),
         "partition": _partition_summary(manifests, task.name), "sites": [m.site for m in manifests],
         "metrics": metrics, "methods": methods, "warnings": warnings_list,
-        "modalities": features.modalities, "explanations": explanations,
+        "modalities": features.modalities, "explanations": explanations, "attacks": attacks,
         "files": {"config": "config.yaml", "metrics": "metrics.csv", "summary": "summary.json",
                   "checkpoint": "federated/global.pt", "sites": "sites/", "logs": "logs/"},
     }  # fmt: skip
+    if attacks:
+        summary["files"]["attacks"] = ATTACK_FILE
     atomic_write_text(run_dir / "summary.json", json.dumps(json_safe(summary), indent=2))
     write_all(run_dir, summary)
     print_results({**summary, "warnings": []}, console)  # the warnings were printed as they arose
@@ -242,6 +248,8 @@ def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console) ->
         console.print(f"{len(warnings_list)} warning(s) printed above; report.md lists them")
     for line in privacy_lines(summary["privacy_sites"], config.run.rounds):
         console.print(line, markup=False, highlight=False)
+    if attacks:
+        console.print(attack_summary_line(attacks), markup=False, highlight=False)
     console.print(f"outputs: [bold]{run_dir}[/] (report.md, metrics.csv, summary.json, plots/)")
     return summary
 
@@ -255,6 +263,21 @@ def _add_round_means(log: MetricsLog) -> None:
         if np.isfinite(values).any():
             log.add(method=method, round=int(server_round), site=MEAN_SITE, split="val",
                     metrics={metric: float(np.nanmean(values))})  # fmt: skip
+
+
+def _attack(config: SimulationConfig, run_dir: Path, model: torch.nn.Module, data, task: Task, spec: ModelSpec,
+            device: torch.device, console: Console) -> dict[str, Any] | None:  # fmt: skip
+    """``attack=``: membership inference on the final global model at every site, written to
+    ``attacks.json`` (simulation only: the attacker holds the sites' rows); None without one."""
+    if not config.attack.enabled:
+        return None
+    training = ShadowTraining(spec=spec, train=config.run.train, rounds=config.run.rounds, seed=config.run.seed,
+                              privacy=config.run.privacy)  # fmt: skip
+    with console.status(f"[bold]attack[/] {config.attack.name}: membership inference on the global model"):
+        report = run_attacks(config.attack, model, data, task, training=training, device=device,
+                             model_name="final global model (federated/global.pt)").to_dict()  # fmt: skip
+    atomic_write_text(run_dir / ATTACK_FILE, json.dumps(json_safe(report), indent=2))
+    return report
 
 
 def _with_sites(config: SimulationConfig, sites: int) -> SimulationConfig:
