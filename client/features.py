@@ -105,6 +105,9 @@ def site_statistics(manifest: Manifest, *, split: str = "train") -> dict[str, An
     if manifest.task in ("binary", "multiclass"):
         labels = rows[schema.label_column].dropna().astype(str)
         stats["labels"] = {str(k): int(v) for k, v in labels.value_counts().items()}
+        # every split's labels, for the server's rare-class rule across sites (counts only)
+        every = manifest.table[schema.label_column].dropna().astype(str)
+        stats["label_counts"] = {str(k): int(v) for k, v in every.value_counts().items()}
     stats["present"] = {m: int(_presence(rows, schema, m).sum()) for m in schema.modalities}
     stats["shapes"] = {}
     for modality in ("image", "series"):

@@ -30,6 +30,8 @@ __all__ = [
     "Inferred",
     "MIN_CLASS_SAMPLES",
     "MIN_ONE_SITE_SAMPLES",
+    "rare_class_rule",
+    "rare_classes_of_counts",
     "SCHEMA_FILE",
     "resolve_schema",
     "check_classes",
@@ -169,6 +171,42 @@ def _label_cells(tables: Sequence[tuple[str, pd.DataFrame]], schema: Schema) -> 
     return {file: non_empty_cells(table[col]) for file, table in tables if col in table.columns}
 
 
+def rare_class_rule(total: int, *, sites_with: int, sites: int) -> str | None:
+    """What a class seen ``total`` times at ``sites_with`` of ``sites`` sites lacks, or None if it is fine."""
+    if total < MIN_CLASS_SAMPLES:
+        return f"a class needs at least {MIN_CLASS_SAMPLES} (one each for train, val and test)"
+    if sites > 1 and sites_with == 1 and total < MIN_ONE_SITE_SAMPLES:
+        return f"a class found at one site only needs at least {MIN_ONE_SITE_SAMPLES}"
+    return None
+
+
+def rare_classes_of_counts(counts: dict[str, dict[str, int]]) -> list[str]:
+    """The rare-class rule over label counts per site (the federated statistics round: no rows leave a site).
+
+    Args:
+        counts: site -> {label: samples at that site}.
+
+    Returns:
+        One message per rare class, naming its sites and counts and the fix.
+    """
+    by_label: dict[str, dict[str, int]] = {}
+    for site, labels in counts.items():
+        for label, n in labels.items():
+            if n > 0:
+                by_label.setdefault(str(label), {})[site] = int(n)
+    known = sort_classes(by_label)
+    out = []
+    for label in known:
+        where = by_label[label]
+        need = rare_class_rule(sum(where.values()), sites_with=len(where), sites=len(counts))
+        if need is not None:
+            at = ", ".join(f"{site} {n}" for site, n in sorted(where.items()))
+            out.append(f"class {label!r}: {sum(where.values())} sample(s) over all sites ({at}); {need}; correct the "
+                       f"cells if {label!r} is a mistake, or declare the classes in every site's {SCHEMA_FILE} "
+                       f"(classes: [{', '.join(known)}])")  # fmt: skip
+    return out
+
+
 def check_classes(tables: Sequence[tuple[str, pd.DataFrame]], schema: Schema, task: str | None) -> list[Problem]:
     """Rare inferred classes, one problem per file holding them (see the module rules).
 
@@ -187,13 +225,9 @@ def check_classes(tables: Sequence[tuple[str, pd.DataFrame]], schema: Schema, ta
     for value in known:
         by_file = rows[value]
         total = sum(len(index) for index in by_file.values())
-        one_site = len(labels) > 1 and len(by_file) == 1
-        if total >= MIN_CLASS_SAMPLES and not (one_site and total < MIN_ONE_SITE_SAMPLES):
+        need = rare_class_rule(total, sites_with=len(by_file), sites=len(labels))
+        if need is None:
             continue
-        if one_site and total >= MIN_CLASS_SAMPLES:
-            need = f"a class found at one site only needs at least {MIN_ONE_SITE_SAMPLES}"
-        else:
-            need = f"a class needs at least {MIN_CLASS_SAMPLES} (one each for train, val and test)"
         fix = (f"correct the cell(s) if {value!r} is a mistake, or if it is a real class declare the classes "
                f"in {SCHEMA_FILE} (classes: [{', '.join(known)}])")  # fmt: skip
         for file, index in by_file.items():

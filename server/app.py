@@ -19,7 +19,9 @@ from client.features import merge_statistics
 from client.messages import RoundConfig
 from client.privacy import dp_refusals
 from client.schema import Schema
+from client.site_schema import rare_classes_of_counts
 from fusion_models.model import build_model
+from server.central_accounting import CENTRAL_PRIVACY_FILE
 from server.checkpoint import save_checkpoint
 from server.default_config import settings_from_run_config
 from server.final_evaluation import SITE_EVALUATION_FILE, run_final_evaluation, write_site_evaluations
@@ -44,17 +46,27 @@ def _wait_for_nodes(grid: Grid, count: int) -> list[int]:
 
 
 def agree_on_schema(stats: list[dict]) -> tuple[Schema, str]:
-    """Every site must share the schema (column -> role) and the task; returns both."""
+    """Every site must share the schema (column -> role) and the task, and inferred classes
+    must pass the rare-class rule over all sites' counts; returns the schema and the task."""
     first = stats[0]
     schema = Schema.from_dict(first["schema"], source=f"site {first['site']}")
     for other in stats[1:]:
-        if other["schema"]["columns"] != first["schema"]["columns"]:
-            raise ValueError(
-                f"sites {first['site']!r} and {other['site']!r} have different manifest columns or types; "
-                "give every site the same schema.yaml"
-            )
+        mine, theirs = first["schema"]["columns"], other["schema"]["columns"]
+        if theirs != mine:
+            differ = sorted(c for c in set(mine) | set(theirs) if mine.get(c) != theirs.get(c))
+            detail = "; ".join(f"{c!r}: {mine.get(c, 'absent')} at {first['site']}, {theirs.get(c, 'absent')} at "
+                               f"{other['site']}" for c in differ[:10])  # fmt: skip
+            raise ValueError(f"sites {first['site']!r} and {other['site']!r} read their columns differently ({detail}); "
+                             "give every site the same schema.yaml declaring these columns")  # fmt: skip
         if other["task"] != first["task"]:
-            raise ValueError(f"site {first['site']!r} infers task {first['task']!r} but {other['site']!r} infers {other['task']!r}")
+            labels = {s["site"]: sorted(s.get("label_counts", {})) for s in (first, other)}
+            raise ValueError(f"site {first['site']!r} infers task {first['task']!r} but {other['site']!r} infers "
+                             f"{other['task']!r} (labels: {labels}); correct the label cells or declare the task and "
+                             "classes in every site's schema.yaml")  # fmt: skip
+    if first["task"] in ("binary", "multiclass") and schema.classes is None:
+        rare = rare_classes_of_counts({s["site"]: s.get("label_counts", s.get("labels", {})) for s in stats})
+        if rare:
+            raise ValueError("rare classes across the sites:\n  " + "\n  ".join(rare))
     return schema, first["task"]
 
 
@@ -134,7 +146,11 @@ def main(grid: Grid, context: Context) -> None:
         atomic_write_text(federated_dir / "progress.json", json.dumps({"round": server_round, "rounds": settings.rounds}))
         return None
 
-    strategy = build_strategy(settings.strategy, on_site_metrics=record_site, num_nodes=len(nodes))
+    personalization = settings.personalization
+    strategy = build_strategy(settings.strategy, on_site_metrics=record_site, num_nodes=len(nodes),
+                              central_privacy=settings.central_privacy,
+                              central_privacy_file=federated_dir / CENTRAL_PRIVACY_FILE,
+                              local_modules=personalization.keep_modules if personalization.name == "fedper" else ())  # fmt: skip
     round_config = RoundConfig(task=task, feature_spec=features.to_json(), model_spec=json.dumps(model_spec.to_dict()),
                                seed=settings.seed, device=settings.device, train=settings.train, split="val",
                                bootstrap=settings.bootstrap, personalization=settings.personalization,

@@ -10,7 +10,10 @@ from typing import Any
 from client.privacy import dp_refusals
 from client.settings import PersonalizationSettings, PrivacySettings, TrainSettings
 
-__all__ = ["RunSettings", "ModelSettings", "StrategySettings"]
+__all__ = ["CENTRAL_DP", "CentralDPSettings", "ModelSettings", "RunSettings", "StrategySettings"]
+
+#: The ``privacy`` option of client-level DP on the server (``configs/privacy/central_dp.yaml``).
+CENTRAL_DP = "central_dp"
 
 
 def _integer(resolved: dict[str, Any], key: str) -> int:
@@ -120,6 +123,82 @@ class StrategySettings:
             raise ValueError("; ".join(problems))
 
 
+# field -> (test of a valid value, the expected range as the error states it)
+_CENTRAL_DP_CHECKS: dict[str, tuple[Any, str]] = {
+    "noise_multiplier": (lambda v: _is_number(v) and v > 0,
+                         "a number > 0 (0 would release the clipped mean with no noise: epsilon infinite)"),
+    "clipping_norm": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "clipping": (lambda v: v in ("fixed", "adaptive"), "'fixed' or 'adaptive'"),
+    "target_quantile": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "clip_lr": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "clipped_count_stddev": (lambda v: v is None or (_is_number(v) and v > 0),
+                             "a number > 0, or null for max(n / 20, noise_multiplier)"),
+    "delta": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1), below 1 / (number of sites)"),
+}
+
+
+@dataclass(frozen=True)
+class CentralDPSettings:
+    """Client-level DP on the server (``privacy=central_dp``, see
+    :mod:`server.strategies.central_dp`); ``name="none"`` turns it off.
+
+    Args:
+        name: ``none`` or ``central_dp``.
+        noise_multiplier: z, the noise std on the sum of clipped site updates over C; under
+            adaptive clipping the effective z of the update and count queries together.
+        clipping_norm: C, the bound on each site's update (L2 over every key it sent); under
+            adaptive clipping its initial value.
+        clipping: ``fixed`` or ``adaptive`` (Andrew et al. 2021).
+        target_quantile: adaptive: the share of site updates that should be unclipped.
+        clip_lr: adaptive: the learning rate of the geometric update of C.
+        clipped_count_stddev: adaptive: sigma_b, the noise on the unclipped count; ``None``:
+            ``max(n / 20, noise_multiplier)`` with n the expected sites per round.
+        delta: the delta of the server's epsilon (a site is the unit: below 1 / sites).
+    """
+
+    name: str = "none"
+    noise_multiplier: float = 1.0
+    clipping_norm: float = 1.0
+    clipping: str = "fixed"
+    target_quantile: float = 0.5
+    clip_lr: float = 0.2
+    clipped_count_stddev: float | None = None
+    delta: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.name not in ("none", CENTRAL_DP):
+            raise ValueError(f"privacy.name: expected {CENTRAL_DP!r} here, got {self.name!r}")
+        problems = [
+            f"privacy.{key} must be {expected}, got {getattr(self, key)!r}"
+            for key, (valid, expected) in _CENTRAL_DP_CHECKS.items()
+            if not valid(getattr(self, key))
+        ]
+        adaptive = not problems and self.clipping == "adaptive" and self.clipped_count_stddev is not None
+        if adaptive and not self.noise_multiplier < 2 * self.clipped_count_stddev:
+            problems.append(f"privacy.clipped_count_stddev must be > privacy.noise_multiplier / 2 = "
+                            f"{self.noise_multiplier / 2:g} for adaptive clipping (Andrew et al. 2021, Theorem 1), "
+                            f"got {self.clipped_count_stddev!r}; raise it or leave it null")  # fmt: skip
+        if problems:
+            raise ValueError("privacy=central_dp: " + "; ".join(problems))
+
+    @property
+    def enabled(self) -> bool:
+        return self.name == CENTRAL_DP
+
+
+_SECURE_AGGREGATION_REFUSAL = (
+    "secure_aggregation=true is not supported: Flower 1.42 runs SecAgg+ (SecAggPlusWorkflow + secaggplus_mod) only "
+    "on its legacy workflow (a LegacyContext driving a legacy Strategy's configure_fit/aggregate_fit, with one "
+    "weight per reply, num_examples), while fedfusion's sites reply through the Message API (@app.train) with "
+    "per-module arrays and per-module weights that every fedfusion strategy needs. No (strategy, fusion) pair is "
+    "supported in this build: fedavg, fedprox, fedavgm, fedadam, fedyogi and fedadagrad would need a legacy path that "
+    "securely sums zero-padded, pre-weighted module vectors together with their weights (not built); median, "
+    "trimmed_mean, krum and multikrum need each site's update and can never be computed from a secure sum; the fusion "
+    "head changes nothing (every fusion sends per-module arrays). Set secure_aggregation=false; privacy=central_dp "
+    "bounds what the released model reveals about one site, but the server still sees each update"
+)
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """Everything the ServerApp needs; sites get their share per round in a ConfigRecord."""
@@ -135,6 +214,7 @@ class RunSettings:
     personalization: PersonalizationSettings = field(default_factory=PersonalizationSettings)
     bootstrap: int = 200  # resamples behind each site's confidence intervals
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    central_privacy: CentralDPSettings = field(default_factory=CentralDPSettings)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -150,7 +230,10 @@ class RunSettings:
         data["strategy"] = _build(StrategySettings, data["strategy"], "strategy settings")
         data["personalization"] = _build(PersonalizationSettings, data.get("personalization", {}), "personalization settings")
         data["privacy"] = _build(PrivacySettings, data.get("privacy", {}), "privacy settings")
+        data["central_privacy"] = _build(CentralDPSettings, data.get("central_privacy", {}), "privacy settings")
         settings = _build(cls, data, "run settings")
+        if settings.central_privacy.enabled:
+            settings._check_central_dp()
         if settings.privacy.enabled:
             problems = dp_refusals(task=settings.task, train=settings.train, personalization=settings.personalization)
             if problems:
@@ -161,14 +244,45 @@ class RunSettings:
             raise ValueError("strategy=fedprox needs strategy.proximal_mu > 0 (0 is plain FedAvg)")
         return settings
 
+    def _check_central_dp(self) -> None:
+        # Imported here: server.strategies imports this module for the type.
+        from server.strategies.central_dp import CENTRAL_DP_STRATEGIES
+
+        problems = []
+        if self.privacy.enabled:
+            problems.append("sample-level DP-SGD (privacy=dp) and client-level DP (privacy=central_dp) cannot run "
+                            "together in this build: each has its own accounting and unit of privacy; choose one")  # fmt: skip
+        if self.strategy.name not in CENTRAL_DP_STRATEGIES:
+            problems.append(f"strategy={self.strategy.name} needs each site's update, but central DP releases only the "
+                            f"noisy mean; use one of {list(CENTRAL_DP_STRATEGIES)}")  # fmt: skip
+        if not self.strategy.fraction_train > 0:
+            problems.append("strategy.fraction_train must be > 0: it is the rate at which central DP samples the sites")
+        if not self.central_privacy.delta < 1.0 / max(self.num_sites, 1):
+            problems.append(f"privacy.delta must be below 1 / num_sites = {1.0 / max(self.num_sites, 1):g} (a site is "
+                            f"the unit of privacy), got {self.central_privacy.delta!r}")  # fmt: skip
+        if problems:
+            raise ValueError("privacy=central_dp: " + "; ".join(problems))
+
     @classmethod
     def from_config(cls, resolved: dict[str, Any]) -> "RunSettings":
-        """The run settings of a composed, resolved Hydra config (``configs/config.yaml``)."""
+        """The run settings of a composed, resolved Hydra config (``configs/config.yaml``).
+
+        ``privacy=central_dp`` fills ``central_privacy`` (sites then train without DP-SGD);
+        ``secure_aggregation=true`` is refused with the reason (see ``_SECURE_AGGREGATION_REFUSAL``).
+        """
+        secure = resolved.get("secure_aggregation", False)
+        if not isinstance(secure, bool):
+            raise ValueError(f"secure_aggregation: expected true or false, got {secure!r}")
+        if secure:
+            raise ValueError(_SECURE_AGGREGATION_REFUSAL)
         model = {k: v for k, v in dict(resolved["model"]).items() if k != "encoders"}
         model["encoders"] = {modality: dict(options) for modality, options in (resolved.get("encoder") or {}).items()}
         model["fusion"] = dict(resolved["fusion"])
         personalization = dict(resolved.get("personalization") or {})
         privacy = dict(resolved.get("privacy") or {})
+        central_privacy: dict[str, Any] = {}
+        if privacy.get("name") == CENTRAL_DP:
+            central_privacy, privacy = privacy, {}
         return cls.from_dict(
             {
                 "rounds": _integer(resolved, "rounds"),
@@ -182,6 +296,7 @@ class RunSettings:
                 "personalization": personalization,
                 "bootstrap": _integer(resolved, "bootstrap"),
                 "privacy": privacy,
+                "central_privacy": central_privacy,
             }
         )
 

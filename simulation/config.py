@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from client.settings import PRIVACY_MODES
 from server.default_config import check_values, resolve_config
-from server.settings import RunSettings
+from server.settings import CENTRAL_DP, RunSettings
 from simulation.attacks import AttackSettings
 
 __all__ = ["SimulationConfig", "BASELINES"]
@@ -56,8 +56,8 @@ class SimulationConfig:
             raise ValueError(f"baselines: unknown {unknown}; known: {list(BASELINES)}")
         partition = dict(resolved["partition"])
         privacy = dict(resolved["privacy"])
-        if privacy.get("name") not in PRIVACY_MODES:
-            raise ValueError(f"privacy={privacy.get('name')!r} is not available; known: {list(PRIVACY_MODES)}")
+        if privacy.get("name") not in (*PRIVACY_MODES, CENTRAL_DP):
+            raise ValueError(f"privacy={privacy.get('name')!r} is not available; known: {[*PRIVACY_MODES, CENTRAL_DP]}")
         run = RunSettings.from_config(resolved)
         repeats = resolved.get("repeats", 1)
         if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:

@@ -7,13 +7,15 @@ Each rule is a pure function over numpy dicts in its own module; the classes cal
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from flwr.app import MetricRecord
 
-from server.settings import StrategySettings
+from server.settings import CentralDPSettings, StrategySettings
 from server.strategies.aggregation import aggregate_modules
 from server.strategies.base import ModalityAwareStrategy
+from server.strategies.central_dp import CENTRAL_DP_STRATEGIES, CentralDPStrategy
 from server.strategies.fedadagrad import ModalityAwareFedAdagrad, fedadagrad_step
 from server.strategies.fedadam import ModalityAwareFedAdam, fedadam_step
 from server.strategies.fedavg import ModalityAwareFedAvg
@@ -26,7 +28,9 @@ from server.strategies.registry import STRATEGIES
 from server.strategies.trimmed_mean import ModalityAwareTrimmedMean, aggregate_trimmed_mean
 
 __all__ = [
+    "CENTRAL_DP_STRATEGIES",
     "STRATEGIES",
+    "CentralDPStrategy",
     "ModalityAwareFedAdagrad",
     "ModalityAwareFedAdam",
     "ModalityAwareFedAvg",
@@ -55,20 +59,28 @@ def build_strategy(
     *,
     on_site_metrics: Callable[[int, str, str, MetricRecord], None] | None,
     num_nodes: int,
+    central_privacy: CentralDPSettings | None = None,
+    central_privacy_file: str | Path | None = None,
+    local_modules: Iterable[str] = (),
 ) -> ModalityAwareStrategy:
-    """The strategy ``settings.name`` names, with its hyper-parameters from ``settings``.
+    """The strategy ``settings.name`` names, with its hyper-parameters from ``settings``;
+    under ``privacy=central_dp`` wrapped in :class:`CentralDPStrategy`.
 
     Args:
         settings: the checked strategy settings.
         on_site_metrics: called with (round, kind, site, MetricRecord) for every good reply.
         num_nodes: the nodes connected; no ``min_*_nodes`` asks for more than there are.
+            Under central DP the mean's denominator is ``fraction_train * num_nodes``.
+        central_privacy: client-level DP settings; ``None`` or disabled: no wrapper.
+        central_privacy_file: where the server's epsilon per round is written.
+        local_modules: modules the configuration keeps at the sites (never sent, never noised).
 
     Raises:
         KeyError: an unknown strategy name (the message lists the known ones).
     """
     cls = STRATEGIES.get(settings.name)
     min_nodes = min(settings.min_nodes, num_nodes)
-    return cls(
+    strategy = cls(
         **cls.settings_kwargs(settings),
         on_site_metrics=on_site_metrics,
         fraction_train=settings.fraction_train,
@@ -77,3 +89,11 @@ def build_strategy(
         min_evaluate_nodes=min_nodes,
         min_available_nodes=min_nodes,
     )
+    if central_privacy is None or not central_privacy.enabled:
+        return strategy
+    dp = central_privacy
+    return CentralDPStrategy(strategy, noise_multiplier=dp.noise_multiplier, clipping_norm=dp.clipping_norm,
+                             expected_sites=settings.fraction_train * num_nodes, delta=dp.delta, clipping=dp.clipping,
+                             target_quantile=dp.target_quantile, clip_lr=dp.clip_lr,
+                             clipped_count_stddev=dp.clipped_count_stddev, local_modules=local_modules,
+                             privacy_file=central_privacy_file)  # fmt: skip

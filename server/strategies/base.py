@@ -43,6 +43,8 @@ class ModalityAwareStrategy(FedAvg):
 
     #: StrategySettings fields passed to the constructor by :meth:`settings_kwargs`.
     hyperparameters: ClassVar[tuple[str, ...]] = ()
+    #: Call :meth:`aggregate` in a round without usable replies too (central DP releases noise then).
+    release_without_replies: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -85,14 +87,14 @@ class ModalityAwareStrategy(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         valid, _ = self._check_and_log_replies(replies, is_train=True, validate=False)
         valid = [m for m in valid if self._usable(server_round, m)]
-        if not valid:
+        if not valid and not self.release_without_replies:
             return None, None
         for message in valid:
             self._report(server_round, "train", message)
         merged = self.aggregate(
             server_round, self._global, [(m.content[self.arrayrecord_key], _metrics(m)) for m in valid]
         )
-        metrics = self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key)
+        metrics = self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key) if valid else None
         # np.asarray, not ascontiguousarray: the latter turns 0-d buffers into shape (1,).
         return ArrayRecord({k: torch.from_numpy(np.asarray(v, order="C")) for k, v in merged.items()}), metrics
 

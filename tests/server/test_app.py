@@ -69,3 +69,31 @@ def test_server_main_trains_checkpoints_and_gathers_site_evaluations(tmp_path, s
         assert reported.threshold == central.threshold
         assert np.isclose(reported.metrics["auroc"], central.metrics["auroc"], equal_nan=True)
         assert np.isclose(reported.metrics["loss"], central.metrics["loss"])
+
+
+def test_rare_classes_and_disagreeing_columns_are_judged_over_all_sites(tmp_path):
+    """Each deployed site reads its manifest alone; the ServerApp applies the cross-site rules."""
+    import pandas as pd
+
+    from server.app import agree_on_schema
+
+    paths = write_image_sites(tmp_path / "sites", sites={"north": 30, "south": 30, "east": 30})
+    for path in paths:  # three classes everywhere, so every site infers a multiclass task
+        frame = pd.read_csv(path)
+        frame.loc[20:, "label"] = "nevus"
+        if path.stem == "east":
+            frame.loc[:4, "label"] = "atypical"  # 5 samples, at one site only: below the one-site minimum of 10
+        frame.to_csv(path, index=False)
+    settings = default_run_settings(["rounds=1", "num_sites=3", "model.feature_dim=8"])
+    with pytest.raises(ValueError, match=r"class 'atypical': 5 sample\(s\) over all sites \(east 5\)"):
+        run_server_in_process(server_main, client_app, {i + 1: {"manifest": str(p)} for i, p in enumerate(paths)},
+                              {"config-json": settings.to_json(), "run-dir": str(tmp_path / "run")})  # fmt: skip
+
+    # the same class at two sites with 3 samples in all is fine: neither site alone decides
+    stats = [{"site": s, "task": "multiclass", "schema": {"columns": {"label": "label"}, "schema_version": 1},
+              "label_counts": counts} for s, counts in
+             (("a", {"x": 40, "y": 2}), ("b", {"x": 30, "y": 1}))]  # fmt: skip
+    assert agree_on_schema(stats)[1] == "multiclass"
+    stats[1]["schema"] = {"columns": {"label": "label", "age": "categorical"}, "schema_version": 1}
+    with pytest.raises(ValueError, match="'age': absent at a, categorical at b"):
+        agree_on_schema(stats)

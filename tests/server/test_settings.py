@@ -46,3 +46,57 @@ def test_the_new_fields_survive_the_json_that_reaches_the_server_app():
     strategy = {"name": "multikrum", "server_lr": 0.3, "num_malicious": 1, "num_selected": 2, "trim_fraction": 0.2}
     settings = RunSettings.from_dict({**RUN, "strategy": strategy})
     assert RunSettings.from_json(settings.to_json()).strategy == settings.strategy == StrategySettings(**strategy)
+
+
+CENTRAL = {"name": "central_dp"}
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("noise_multiplier", 0.0, r"privacy.noise_multiplier must be a number > 0"),
+        ("clipping_norm", -1.0, r"privacy.clipping_norm must be a number > 0"),
+        ("clipping", "flat", r"privacy.clipping must be 'fixed' or 'adaptive'"),
+        ("target_quantile", 1.0, r"privacy.target_quantile must be a number in \(0, 1\)"),
+        ("clip_lr", 0.0, r"privacy.clip_lr must be a number > 0"),
+        ("delta", 0.0, r"privacy.delta must be a number in \(0, 1\)"),
+        ("clipped_count_stddev", -1.0, r"privacy.clipped_count_stddev must be a number > 0"),
+    ],
+)
+def test_a_bad_central_dp_value_names_its_key(key, value, expected):
+    with pytest.raises(ValueError, match=expected):
+        RunSettings.from_dict({**RUN, "strategy": {}, "central_privacy": {**CENTRAL, key: value}})
+
+
+def test_central_dp_is_refused_where_its_guarantee_would_not_hold():
+    with pytest.raises(ValueError, match="strategy=median needs each site's update"):
+        RunSettings.from_dict({**RUN, "strategy": {"name": "median"}, "central_privacy": CENTRAL})
+    with pytest.raises(ValueError, match="cannot run together"):
+        RunSettings.from_dict({**RUN, "strategy": {}, "central_privacy": CENTRAL,
+                               "privacy": {"name": "dp", "target_epsilon": 8.0}})  # fmt: skip
+    with pytest.raises(ValueError, match=r"privacy.delta must be below 1 / num_sites"):
+        RunSettings.from_dict({**RUN, "strategy": {}, "central_privacy": {**CENTRAL, "delta": 0.6}})
+    with pytest.raises(ValueError, match=r"clipped_count_stddev must be > privacy.noise_multiplier / 2"):
+        RunSettings.from_dict({**RUN, "strategy": {}, "central_privacy": {**CENTRAL, "clipping": "adaptive",
+                                                                          "clipped_count_stddev": 0.4}})  # fmt: skip
+
+
+def test_privacy_central_dp_reaches_the_server_and_leaves_the_sites_without_dp_sgd():
+    from server.default_config import default_run_settings
+
+    settings = default_run_settings(["privacy=central_dp", "privacy.clipping=adaptive", "strategy=fedadam"])
+    assert settings.central_privacy.enabled and settings.central_privacy.clipping == "adaptive"
+    assert not settings.privacy.enabled
+    assert RunSettings.from_json(settings.to_json()) == settings
+
+
+def test_secure_aggregation_is_refused_with_the_reason_and_the_unsupported_pairs():
+    from server.default_config import default_run_settings
+
+    with pytest.raises(ValueError) as error:
+        default_run_settings(["secure_aggregation=true"])
+    text = str(error.value)
+    for part in ("SecAgg+", "legacy", "No (strategy, fusion) pair is supported",
+                 "median, trimmed_mean, krum and multikrum", "secure_aggregation=false"):  # fmt: skip
+        assert part in text, part
+    assert not default_run_settings(["secure_aggregation=false"]).central_privacy.enabled
