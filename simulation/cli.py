@@ -23,6 +23,10 @@ commands:
                fedfusion simulate data=manifests data.dir=/path/to/sites
                fedfusion simulate data=synthetic partition=dirichlet partition.alpha=0.3 num_sites=8
                fedfusion simulate --cfg job        (print the composed config and exit)
+  sweep      a Hydra multirun of simulate gathered into one table (sweep.csv, sweep.md) and plots of
+             utility and membership-inference success against epsilon, methods side by side:
+               fedfusion sweep privacy.target_epsilon=inf,10,5,1 fusion=concat,gmu attack=loss
+             (epsilon inf runs privacy=none; attack=loss unless attack= is given)
   privacy    `fedfusion privacy report LEDGER_DIR`: each site's DP-SGD releases, every
              epsilon recomputed from the ledger's records with Opacus' accountant
   cache      show the shared cache of decoded images and series ($FEDFUSION_CACHE, else
@@ -99,6 +103,10 @@ def main() -> None:
         sys.argv = [f"fedfusion {command}", *rest]
         _simulate_main()
         return
+    if command == "sweep":
+        from simulation.sweep import main as sweep_main
+
+        sys.exit(sweep_main(rest))
     if command == "privacy":
         from simulation.privacy_report import main as privacy_main
 
