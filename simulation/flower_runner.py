@@ -7,6 +7,7 @@ run fails or is interrupted, and Flower's state lives in a temporary FLWR_HOME.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -22,8 +23,8 @@ from pathlib import Path
 
 import tomli_w
 
-__all__ = ["FederationError", "run_federation", "flower_environment", "free_port", "stop_process_group", "stop_pid",
-           "descendants", "LocalSuperLink", "find_local_superlinks", "superlink_command"]  # fmt: skip
+__all__ = ["FederationError", "run_federation", "client_cpus", "flower_environment", "free_port", "stop_process_group",
+           "stop_pid", "alive", "descendants", "LocalSuperLink", "find_local_superlinks", "superlink_command"]  # fmt: skip
 
 _STARTUP_TIMEOUT_S = 60.0
 
@@ -91,9 +92,17 @@ def _signal(pids: list[int], sig: int) -> None:
             pass
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs: it exists and is not a zombie waiting for its parent to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _wait_gone(pids: list[int], grace_s: float) -> None:
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
         time.sleep(0.2)
 
 
@@ -166,6 +175,32 @@ def simulation_superlink(flwr_home: Path, log_dir: Path) -> Iterator[str]:
         stop_process_group(process)
 
 
+#: Fewest cores per simulated ClientApp actor in a short run. Each actor is a process that
+#: imports torch, MONAI and the app (about 7 s of CPU) before its first message, on the same
+#: cores as Ray and the ServerApp. On 2 cores (benchmarks/startup.py, 2,000 HAM10000 samples,
+#: 4 sites) one actor reached the end of round 1 in 25.7 s against 35.5 s for two, but each
+#: later round took about 0.5 s longer (sites in turn instead of two at a time).
+MIN_CPUS_PER_ACTOR = 4
+#: Above this many rounds the per-round cost of fewer actors outweighs their faster start
+#: (break-even measured at about 24 rounds): such runs get one actor per core, up to one per site.
+SHORT_RUN_ROUNDS = 20
+
+
+def client_cpus(num_sites: int, *, rounds: int | None = None, cpu_count: int | None = None) -> int:
+    """Cores each ClientApp actor asks Ray for (``client-resources-num-cpus``); Ray then runs
+    ``cpu_count // client_cpus`` actors at once, between 1 and ``num_sites``.
+
+    Args:
+        num_sites: simulated SuperNodes.
+        rounds: the run's rounds; ``None`` or at most ``SHORT_RUN_ROUNDS`` is a short run.
+        cpu_count: cores of the machine (default ``os.cpu_count()``).
+    """
+    total = max(1, cpu_count or os.cpu_count() or 1)
+    per_actor = MIN_CPUS_PER_ACTOR if rounds is None or rounds <= SHORT_RUN_ROUNDS else 1
+    actors = max(1, min(num_sites, total // per_actor))
+    return max(1, total // actors)
+
+
 def run_federation(
     *,
     app_dir: Path,
@@ -190,7 +225,8 @@ def run_federation(
     flwr_home = Path(tempfile.mkdtemp(prefix="fedfusion-flwr-"))
     config_file = run_dir / "flower_run_config.toml"
     config_file.write_text(tomli_w.dumps(run_config))
-    cpus = max(1, (os.cpu_count() or 1) // min(num_sites, os.cpu_count() or 1))
+    rounds = json.loads(str(run_config.get("config-json") or "{}")).get("rounds")
+    cpus = client_cpus(num_sites, rounds=rounds)
     try:
         with simulation_superlink(flwr_home, log_dir) as connection:
             command = [

@@ -1,0 +1,196 @@
+"""Start-up benchmark: how long a small real ``fedfusion simulate`` takes to reach its first
+round, and how long each round after it takes.
+
+Each repeat runs the real command in a subprocess (the SuperLink, ``flwr run``, the simulation
+engine and the ClientApps all start from nothing) and watches the run folder from outside:
+
+- ``ready``: the SuperLink's log appears, so the CLI has imported, loaded the data, written
+  and validated the manifests (``logs/superlink.log`` is created right before it starts);
+- ``statistics done``: ``federated/site_statistics.json`` is written, after the SuperLink,
+  ``flwr run``, the simulation engine (Ray), the ServerApp, the ClientApps and the statistics
+  round: round 1 starts here;
+- ``first round done``: ``federated/progress.json`` first says round 1 (the ServerApp writes
+  it after the round's training, validation and checkpoint);
+- ``per round``: the median time between later rounds' ``progress.json``;
+- ``total``: the command, including the final evaluation, the scoring and the run folder.
+
+Times come from the files' modification times, written by the ServerApp as things happen
+(Flower's streamed log arrives in bursts).
+
+Usage: ``python -m benchmarks.startup --label before`` (``--repeats``, ``--rounds``,
+``--max-samples``, extra Hydra overrides after ``--``). A warm-up run first fills the shared
+cache of decoded images (``$FEDFUSION_CACHE``, here a folder of the benchmark's own), so the
+repeats measure a warm cache, as every run after a user's first one does. Results go to
+``benchmarks/results/startup/<label>.json``; the figures quoted are the minimum over repeats,
+because the machine is shared and other work only ever adds time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+__all__ = ["time_run", "main", "PHASES"]
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "startup"
+#: phase -> what it measures, in the order of the table.
+PHASES = {
+    "ready_s": "imports, data, manifests (until the SuperLink starts)",
+    "statistics_done_s": "SuperLink, flwr run, Ray, ServerApp, ClientApps, statistics round",
+    "first_round_done_s": "round 1 trained, validated and checkpointed",
+    "per_round_s": "median time per later round",
+    "total_s": "the whole command (final evaluation, scoring, report included)",
+}
+SHARED_MACHINE_NOTE = ("measured on a machine shared with other engineers running benchmarks; each figure is the "
+                       "minimum over repeats, since other work only adds time")  # fmt: skip
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _round_of(path: Path) -> int | None:
+    try:
+        return int(json.loads(path.read_text())["round"])
+    except (OSError, ValueError, KeyError):
+        return None  # not written yet, or caught between write and rename
+
+
+def time_run(overrides: list[str], run_dir: Path, env: dict[str, str], *, timeout_s: float = 900.0) -> dict[str, Any]:
+    """Run ``fedfusion simulate`` once and time its phases from outside (see the module doc).
+
+    Args:
+        overrides: Hydra overrides; must give ``rounds`` >= 3 (round 1 and a later one).
+        run_dir: the run folder (``hydra.run.dir``); its ``logs/`` and ``federated/`` are watched.
+        env: the environment of the command.
+        timeout_s: the run is stopped and an error raised after this long.
+
+    Returns:
+        Seconds since the command started, per phase, and when each round was checkpointed.
+    """
+    command = [sys.executable, "-m", "simulation.cli", "simulate", *overrides, f"hydra.run.dir={run_dir}"]
+    output = run_dir.parent / f"{run_dir.name}.out"
+    superlink_log = run_dir / "logs" / "superlink.log"
+    stats_file, progress = run_dir / "federated" / "site_statistics.json", run_dir / "federated" / "progress.json"
+    start, wall_start = time.monotonic(), time.time()
+    ready, rounds = None, {}
+    with output.open("w") as out:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)  # fmt: skip
+        try:
+            while process.poll() is None:
+                now = time.monotonic() - start
+                if now > timeout_s:
+                    raise RuntimeError(f"the run passed {timeout_s:.0f} s; see {output}")
+                if ready is None and superlink_log.exists():
+                    ready = now
+                done, stamp = _round_of(progress), _mtime(progress)
+                if done is not None and stamp is not None:
+                    rounds.setdefault(done, stamp - wall_start)
+                time.sleep(0.02)
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
+    total = time.monotonic() - start
+    if process.returncode != 0:
+        raise RuntimeError(f"`{' '.join(command)}` exited with {process.returncode}; see {output}")
+    statistics_done = _mtime(stats_file)
+    if statistics_done is None or 1 not in rounds:
+        raise RuntimeError(f"{stats_file} or round 1 in {progress} was never written; see {output}")
+    later = [rounds[k + 1] - rounds[k] for k in sorted(rounds) if k + 1 in rounds]
+    return {
+        "ready_s": ready,
+        "statistics_done_s": statistics_done - wall_start,
+        "first_round_done_s": rounds[1],
+        "per_round_s": statistics.median(later) if later else float("nan"),
+        "total_s": total,
+        "rounds_done_s": {str(k): v for k, v in sorted(rounds.items())},
+    }
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _table(summary: dict[str, dict[str, float]], label: str) -> str:
+    lines = [f"| phase ({label}) | min (s) | median (s) | max (s) | what |", "|---|---|---|---|---|"]
+    for key, what in PHASES.items():
+        row = summary[key]
+        cells = " | ".join(f"{row[k]:.1f}" for k in ("min", "median", "max"))
+        lines.append(f"| {key.removesuffix('_s')} | {cells} | {what} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Time ``--repeats`` runs after ``--warmup`` and write ``<label>.json``; returns the record."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--label", default="current", help="the results file's name")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="uncounted runs first (they fill the cache)")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--max-samples", type=int, default=2000)
+    parser.add_argument("overrides", nargs="*", help="more Hydra overrides (after --)")
+    args = parser.parse_args(argv)
+    if args.rounds < 3:
+        parser.error("--rounds must be >= 3: the first round and at least one more are timed")
+    overrides = [f"max_samples={args.max_samples}", f"rounds={args.rounds}", "baselines=[]", *args.overrides]
+
+    work = Path(tempfile.mkdtemp(prefix="fedfusion-startup-"))
+    env = {**os.environ, "FEDFUSION_CACHE": str(work / "cache"), "PYTHONUNBUFFERED": "1"}
+    load_before = os.getloadavg()
+    runs = []
+    for k in range(args.warmup + args.repeats):
+        counted = k >= args.warmup
+        result = time_run(overrides, work / f"run_{k}", env)
+        print(f"{'run' if counted else 'warm-up'} {k + 1}: " + ", ".join(
+            f"{key.removesuffix('_s')} {result[key]:.1f} s" for key in PHASES), flush=True)  # fmt: skip
+        if counted:
+            runs.append(result)
+    summary = {key: {"min": min(r[key] for r in runs), "median": statistics.median(r[key] for r in runs),
+                     "max": max(r[key] for r in runs)} for key in PHASES}  # fmt: skip
+    record = {
+        "label": args.label,
+        "command": "python -m benchmarks.startup " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "simulate_overrides": overrides,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "phases": PHASES,
+        "summary": summary,
+        "runs": runs,
+        "machine": {"cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
+                    "platform": platform.platform(), "note": SHARED_MACHINE_NOTE},  # fmt: skip
+        "versions": {p: version(p) for p in ("flwr", "torch", "ray", "monai", "hydra-core")} | {
+            "python": platform.python_version()},  # fmt: skip
+        "commit": _git("rev-parse", "HEAD"),
+        "uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{args.label}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(_table(summary, args.label))
+    print(f"{SHARED_MACHINE_NOTE}.\nwritten: {path}")
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The Flower runner's pieces that need no Flower: actor sizing, finding and stopping a
+detached process by pid."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from simulation.flower_runner import alive, client_cpus, find_local_superlinks, stop_pid
+
+
+@pytest.mark.parametrize(
+    ("cpu_count", "num_sites", "rounds", "cpus", "actors"),
+    [(1, 4, 3, 1, 1), (2, 4, 3, 2, 1), (2, 4, None, 2, 1), (4, 4, 20, 4, 1), (8, 4, 3, 4, 2), (16, 4, 3, 4, 4),
+     (16, 2, 3, 8, 2), (64, 3, 3, 21, 3),
+     (2, 4, 40, 1, 2), (16, 4, 40, 4, 4), (1, 4, 40, 1, 1)],  # long runs: one actor per core, at most one per site
+)  # fmt: skip
+def test_short_runs_start_one_actor_per_four_cores_never_more_than_sites(cpu_count, num_sites, rounds, cpus, actors):
+    assert client_cpus(num_sites, rounds=rounds, cpu_count=cpu_count) == cpus
+    assert cpu_count // cpus == actors  # what Ray runs at once
+
+
+def test_stop_pid_stops_a_process_that_is_not_our_child_and_its_children(tmp_path):
+    # A detached parent (its own session, like flwr's local SuperLink) whose child would outlive it.
+    sleeper = "import time; time.sleep(300)"
+    parent = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {sleeper!r}]); time.sleep(300)"
+    launch = (f"import subprocess, sys; "
+              f"print(subprocess.Popen([sys.executable, '-c', {parent!r}], start_new_session=True).pid)")
+    launcher = subprocess.run([sys.executable, "-c", launch], capture_output=True, text=True, check=True)
+    pid = int(launcher.stdout)
+    deadline = time.monotonic() + 60  # a loaded machine starts Python slowly
+    while not _children(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = _children(pid)
+    assert child, "the detached parent did not start its child"
+    stopped = stop_pid(pid, grace_s=10)
+    assert pid in stopped and child[0] in stopped
+    assert not alive(pid) and not alive(child[0])
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def test_no_local_superlink_is_found_for_a_fresh_flower_home(tmp_path):
+    assert find_local_superlinks(flwr_home=tmp_path, port=1) == []
