@@ -30,6 +30,7 @@ from client.personalization import personal_model, personal_round
 from client.privacy import BudgetExceeded, SitePrivacy, ledger_root
 from client.round import round_seed
 from client.schema import Schema
+from client.splits import with_site_splits
 from client.site_evaluation import evaluate_at_site
 from client.train import evaluate, resolve_device
 from fusion_models.model import ModelSpec, MultimodalModel, build_model
@@ -72,7 +73,10 @@ def _manifest(context: Context, *, check_files: bool) -> Manifest:
     path = site_manifest_path(context)
     schema_path = path.parent / "schema.yaml"
     schema = Schema.load(schema_path) if schema_path.is_file() else None
-    return read_manifest(path, schema=schema, check_files=check_files)
+    manifest = read_manifest(path, schema=schema, check_files=check_files)
+    # without a split column the site splits itself, the same way in every process
+    return with_site_splits(manifest, val_fraction=float(context.node_config.get("val-fraction", 0.15)),
+                            test_fraction=float(context.node_config.get("test-fraction", 0.2)))
 
 
 def _cache_dir(context: Context, manifest: Manifest) -> Path:

@@ -54,6 +54,8 @@ class Manifest:
         task: the learning task, one of ``TASKS``.
         warnings: things allowed but likely wrong, for the user to read.
         inferred: what was inferred from the cells rather than declared.
+        assigned_split: the site's own train/val/test split when the manifest has no split
+            column (:func:`client.splits.with_site_splits`); None otherwise.
     """
 
     site: str
@@ -63,14 +65,17 @@ class Manifest:
     task: str
     warnings: list[str] = field(default_factory=list)
     inferred: Inferred = field(default_factory=Inferred)
+    assigned_split: np.ndarray | None = None
 
     def split_mask(self, split: str) -> np.ndarray:
-        """Rows of ``split`` (bool [N]); without a split column every row is ``train``, and an
-        empty split cell means ``train``."""
+        """Rows of ``split`` (bool [N]); without a split column the site's assigned split, or
+        else every row is ``train``; an empty split cell means ``train``."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         column = self.schema.split_column
         if column is None or column not in self.table.columns:
+            if self.assigned_split is not None:
+                return self.assigned_split == split
             return np.full(len(self.table), split == SPLITS[0])
         return (self.table[column].fillna(SPLITS[0]) == split).to_numpy()
 

@@ -103,7 +103,11 @@ class ModalityAwareStrategy(FedAvg):
         for message in replies:
             if not message.has_error():
                 self._report(server_round, "evaluate", message)
-        return super().aggregate_evaluate(server_round, replies)
+        # a site with an empty validation split reports nothing to weigh (FedAvg would divide by 0)
+        weighed = [m for m in replies if m.has_error() or float(_metrics(m).get(self.weighted_by_key, 0)) > 0]
+        if not any(not m.has_error() for m in weighed):
+            return None
+        return super().aggregate_evaluate(server_round, weighed)
 
     def _usable(self, server_round: int, message: Message) -> bool:
         site = _site(message)

@@ -1,6 +1,7 @@
 """The ClientApp called directly, as Flower calls it, without Ray."""
 
 import json
+import math
 
 import numpy as np
 import torch
@@ -58,20 +59,21 @@ def _config(features, spec, **changes) -> RoundConfig:
 
 def test_query_train_and_evaluate(tmp_path, task_identity):
     manifest, stats, features, spec = _setup(tmp_path)
-    assert stats["site"] == "a" and stats["n"] == 30 and "sample_id" not in json.dumps(stats["numeric"])
+    n_train = stats["n"]  # the site split its 30 rows itself (no split column)
+    assert stats["site"] == "a" and 15 < n_train < 30 and "sample_id" not in json.dumps(stats["numeric"])
     model = build_model(spec, seed=0)
     config = _config(features, spec).to_record(**{keys.SERVER_ROUND: 1})
     reply = _send("train", RecordDict({keys.ARRAYS: ArrayRecord(model.state_dict()), keys.CONFIG: config}), manifest)
     metrics = reply.content[keys.METRICS]
-    assert metrics["num-examples"] == 30 and metrics["num-examples.encoders.image"] == 30
-    assert metrics["train-steps"] == 4  # ceil(30 / 8) steps of one epoch
+    assert metrics["num-examples"] == n_train and metrics["num-examples.encoders.image"] == n_train
+    assert metrics["train-steps"] == math.ceil(n_train / 8)  # one epoch of batches of 8
     sent = reply.content[keys.ARRAYS].to_torch_state_dict()
     assert set(sent) == set(model.state_dict())
     changed = [k for k in sent if not np.allclose(sent[k].numpy(), model.state_dict()[k].numpy())]
     assert changed, "training changed no weight"
     reply = _send("evaluate", RecordDict({keys.ARRAYS: ArrayRecord(model.state_dict()),
                                           keys.CONFIG: _config(features, spec, split="train").to_record()}), manifest)
-    assert reply.content[keys.METRICS]["num-examples"] == 30 and "train-auroc" in reply.content[keys.METRICS]
+    assert reply.content[keys.METRICS]["num-examples"] == n_train and "train-auroc" in reply.content[keys.METRICS]
 
 
 def test_a_site_without_images_sends_no_image_encoder(tmp_path, task_identity):
@@ -176,3 +178,16 @@ def test_a_truncated_personal_state_is_refused_loudly(tmp_path, task_identity):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match="personal state"):
         load_personal_model(path)
+
+
+def test_a_site_without_a_split_column_splits_itself_the_same_way_every_time(tmp_path, task_identity):
+    manifest, _, features, spec = _setup(tmp_path, n=60)  # no split column: a deployed site's usual manifest
+    model = build_model(spec, seed=0)
+    config = _config(features, spec, bootstrap=0).to_record(**{keys.SERVER_ROUND: 1})
+    content = RecordDict({keys.ARRAYS: ArrayRecord(model.state_dict()), keys.CONFIG: config})
+    first = _send(keys.FINAL_EVALUATION, content, manifest)
+    again = _send(keys.FINAL_EVALUATION, content, manifest)
+    a, b = (json.loads(r.content[keys.EVALUATION][keys.EVALUATION_JSON])[0] for r in (first, again))
+    assert 0 < a["n"] < 60 and a == b  # a test split of its own, identical in a fresh process
+    trained = _send("train", content, manifest).content[keys.METRICS]["num-examples"]
+    assert trained + a["n"] < 60  # training rows exclude the test (and val) rows

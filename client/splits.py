@@ -9,13 +9,15 @@ defaults are the canonical names.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
+from client.manifest import Manifest
 from client.schema import CANONICAL_NAMES, SPLITS
 
-__all__ = ["SPLITS", "split_site", "site_seed"]
+__all__ = ["SPLITS", "split_site", "site_seed", "with_site_splits"]
 
 
 def site_seed(seed: int, site: str) -> int:
@@ -143,3 +145,21 @@ def _fill_empty(split_of: np.ndarray, size: np.ndarray, target: np.ndarray) -> N
         donor = int(np.argmax(np.where(counts > 1, np.bincount(split_of, weights=size, minlength=3), -1)))
         members = np.flatnonzero(split_of == donor)
         split_of[members[np.argmin(size[members])]] = s
+
+
+def with_site_splits(manifest: Manifest, *, val_fraction: float = 0.15, test_fraction: float = 0.2) -> Manifest:
+    """``manifest`` with its own train/val/test split when it carries no split column.
+
+    A deployed site often has no split column. Each process of the site (one per message)
+    derives the same split from the site's name, so the statistics round, every training
+    round and the final evaluation see the same rows in each split. A manifest with a split
+    column is returned unchanged.
+    """
+    schema = manifest.schema
+    if schema.split_column is not None and schema.split_column in manifest.table.columns:
+        return manifest
+    event = schema.event_column if manifest.task == "survival" else None
+    split = split_site(manifest.table, seed=site_seed(0, manifest.site), val_fraction=val_fraction,
+                       test_fraction=test_fraction, label_column=schema.label_column or event,
+                       group_column=schema.group_column, split_column=None, id_column=schema.id_column)  # fmt: skip
+    return replace(manifest, assigned_split=np.asarray(split, dtype=object))

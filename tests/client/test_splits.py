@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simulation.splits import site_seed, split_site
+from client.splits import site_seed, split_site
 
 
 def site_rows(n: int = 400, seed: int = 0, positive: float = 0.2) -> pd.DataFrame:
