@@ -28,8 +28,10 @@ def test_stop_pid_stops_a_process_that_is_not_our_child_and_its_children(tmp_pat
     # A detached parent (its own session, like flwr's local SuperLink) whose child would outlive it.
     sleeper = "import time; time.sleep(300)"
     parent = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {sleeper!r}]); time.sleep(300)"
+    # the parent must not hold the launcher's captured stdout, or run() would wait for it to exit
     launch = (f"import subprocess, sys; "
-              f"print(subprocess.Popen([sys.executable, '-c', {parent!r}], start_new_session=True).pid)")
+              f"print(subprocess.Popen([sys.executable, '-c', {parent!r}], start_new_session=True, "
+              f"stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid)")
     launcher = subprocess.run([sys.executable, "-c", launch], capture_output=True, text=True, check=True)
     pid = int(launcher.stdout)
     deadline = time.monotonic() + 60  # a loaded machine starts Python slowly
