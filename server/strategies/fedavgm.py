@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from server.strategies.registry import STRATEGIES
-from server.strategies.server_optimiser import ServerOptimiserStrategy, pseudo_gradient
+from server.strategies.server_optimiser import ServerOptimiserStrategy, step_sent_keys
 
 __all__ = ["ModalityAwareFedAvgM", "fedavgm_step"]
 
@@ -44,18 +44,11 @@ def fedavgm_step(
         Hsu et al. 2019, "Measuring the Effects of Non-Identical Data Distribution for
         Federated Visual Classification", https://arxiv.org/abs/1909.06335
     """
-    merged = dict(global_arrays)
-    new_state = dict(state)
-    for key, average in averaged.items():
-        current = global_arrays[key]
-        if not np.issubdtype(current.dtype, np.floating):
-            merged[key] = average
-            continue
-        delta = pseudo_gradient(current, average)
-        buffer = momentum * state[key] + delta if key in state else delta
-        merged[key] = np.asarray(current.astype(np.float64) + server_lr * buffer, dtype=current.dtype)
-        new_state[key] = buffer
-    return merged, new_state
+    def update(delta: np.ndarray, previous: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        buffer = delta if previous is None else momentum * previous + delta
+        return server_lr * buffer, buffer
+
+    return step_sent_keys(global_arrays, averaged, state, update)
 
 
 @STRATEGIES.register("fedavgm")

@@ -8,12 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from server.strategies.fedadam import ModalityAwareFedAdam
 from server.strategies.registry import STRATEGIES
-from server.strategies.server_optimiser import Moments, ServerOptimiserStrategy, fedopt_step
+from server.strategies.server_optimiser import Moments, fedopt_step
 
 __all__ = ["ModalityAwareFedYogi", "fedyogi_step", "yogi_second_moment"]
-
-DEFAULT_SERVER_LR = 0.01
 
 
 def yogi_second_moment(v: np.ndarray, delta_sq: np.ndarray, *, beta_2: float) -> np.ndarray:
@@ -60,8 +59,9 @@ def fedyogi_step(
 
 
 @STRATEGIES.register("fedyogi")
-class ModalityAwareFedYogi(ServerOptimiserStrategy):
-    """Modality-aware FedYogi (:func:`fedyogi_step`).
+class ModalityAwareFedYogi(ModalityAwareFedAdam):
+    """Modality-aware FedYogi (:func:`fedyogi_step`): FedAdam's hyper-parameters and
+    defaults, Yogi's second moment.
 
     Args:
         server_lr: the server learning rate (eta); 0.01 is a starting point to tune.
@@ -74,20 +74,6 @@ class ModalityAwareFedYogi(ServerOptimiserStrategy):
         Reddi et al. 2021, "Adaptive Federated Optimization", ICLR,
         https://arxiv.org/abs/2003.00295
     """
-
-    hyperparameters = ("server_lr", "beta_1", "beta_2", "tau")
-
-    def __init__(
-        self,
-        *,
-        server_lr: float = DEFAULT_SERVER_LR,
-        beta_1: float = 0.9,
-        beta_2: float = 0.99,
-        tau: float = 1e-3,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.server_lr, self.beta_1, self.beta_2, self.tau = server_lr, beta_1, beta_2, tau
 
     def step(
         self, global_arrays: Mapping[str, np.ndarray], averaged: Mapping[str, np.ndarray], state: Mapping[str, Any]

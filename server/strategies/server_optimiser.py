@@ -17,7 +17,7 @@ import numpy as np
 from server.strategies.aggregation import Update, average_sent
 from server.strategies.base import ModalityAwareStrategy
 
-__all__ = ["Moments", "ServerOptimiserStrategy", "fedopt_step", "pseudo_gradient"]
+__all__ = ["Moments", "ServerOptimiserStrategy", "fedopt_step", "pseudo_gradient", "step_sent_keys"]
 
 
 class Moments(NamedTuple):
@@ -71,6 +71,28 @@ def fedopt_step(
         Reddi et al. 2021, "Adaptive Federated Optimization", ICLR,
         https://arxiv.org/abs/2003.00295 (Algorithm 2)
     """
+    def update(delta: np.ndarray, previous: Moments | None) -> tuple[np.ndarray, Moments]:
+        previous = previous or Moments(np.zeros_like(delta), np.full_like(delta, tau**2))
+        m = beta_1 * previous.m + (1.0 - beta_1) * delta
+        v = second_moment(previous.v, delta**2)
+        return server_lr * m / (np.sqrt(v) + tau), Moments(m, v)
+
+    return step_sent_keys(global_arrays, averaged, state, update)
+
+
+def step_sent_keys(
+    global_arrays: Mapping[str, np.ndarray],
+    averaged: Mapping[str, np.ndarray],
+    state: Mapping[str, Any],
+    update: Callable[[np.ndarray, Any], tuple[np.ndarray, Any]],
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Apply ``update(delta, previous_state) -> (step, new_state)`` to every floating key of ``averaged``.
+
+    ``delta`` is the key's pseudo-gradient (float64) and ``previous_state`` its state or None;
+    the key moves to ``global + step`` in its own dtype. Integer buffers are copied from
+    ``averaged`` (the FedAvg rule's value); keys absent from ``averaged`` keep their global
+    value and their state. ``state`` is not modified; new dicts are returned.
+    """
     merged = dict(global_arrays)
     new_state = dict(state)
     for key, average in averaged.items():
@@ -78,12 +100,8 @@ def fedopt_step(
         if not np.issubdtype(current.dtype, np.floating):
             merged[key] = average
             continue
-        delta = pseudo_gradient(current, average)
-        previous = state.get(key) or Moments(np.zeros_like(delta), np.full_like(delta, tau**2))
-        m = beta_1 * previous.m + (1.0 - beta_1) * delta
-        v = second_moment(previous.v, delta**2)
-        merged[key] = np.asarray(current.astype(np.float64) + server_lr * m / (np.sqrt(v) + tau), dtype=current.dtype)
-        new_state[key] = Moments(m, v)
+        step, new_state[key] = update(pseudo_gradient(current, average), state.get(key))
+        merged[key] = np.asarray(current.astype(np.float64) + step, dtype=current.dtype)
     return merged, new_state
 
 
