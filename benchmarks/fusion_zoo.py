@@ -203,12 +203,12 @@ def _trainable(model: MultimodalModel) -> int:
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
-def train_federated(settings: RunSettings, sites: Sites, run_dir: Path) -> tuple[list, dict[str, float], ModelSpec]:
+def train_federated(settings: RunSettings, sites: Sites, run_dir: Path) -> tuple[list, dict[str, float], MultimodalModel]:
     """The ServerApp's ``main`` over an in-process grid of the sites' ClientApps.
 
     Returns what the sites reported in the final evaluation round, ``{"steps", "train_s"}``
     (optimisation steps over all sites, read from their replies, and the wall time of the
-    whole federation), and the model spec the ServerApp built.
+    whole federation), and the final global model the ServerApp checkpointed.
     """
     run_config = {"config-json": settings.to_json(), "run-dir": str(run_dir)}
     nodes = {i + 1: {"manifest": str(path)} for i, path in enumerate(sites.manifests.values())}
@@ -220,7 +220,10 @@ def train_federated(settings: RunSettings, sites: Sites, run_dir: Path) -> tuple
         raise RuntimeError(f"sites failed the final evaluation: {failures}")
     steps = sum(float(entry.get("train-steps", 0.0)) for entry in map(json.loads, (run_dir / "federated" / "site_metrics.jsonl")
                                                                          .read_text().splitlines()) if entry["kind"] == "train")  # fmt: skip
-    return evaluations, {"steps": steps, "train_s": train_s}, ModelSpec.from_dict(load_checkpoint(run_dir / "federated" / "global.pt")["model_spec"])
+    checkpoint = load_checkpoint(run_dir / "federated" / "global.pt")
+    model = build_model(ModelSpec.from_dict(checkpoint["model_spec"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    return evaluations, {"steps": steps, "train_s": train_s}, model
 
 
 def run_head(label: str, spec: ModelSpec, sites: Sites, *, seed: int, bootstrap: int, device: torch.device,
@@ -241,11 +244,9 @@ def run_head(label: str, spec: ModelSpec, sites: Sites, *, seed: int, bootstrap:
         else:
             settings = replace(run, bootstrap=bootstrap, num_sites=len(sites.manifests),
                                model=replace(run.model, fusion=dict(spec.fusion)))  # fmt: skip
-            evaluations, timing, built = train_federated(settings, sites, work_dir / f"{label.replace(':', '_')}_{seed}")
-            if built.to_dict() != spec.to_dict():
+            evaluations, timing, model = train_federated(settings, sites, work_dir / f"{label.replace(':', '_')}_{seed}")
+            if model.spec.to_dict() != spec.to_dict():
                 raise RuntimeError(f"the ServerApp built another model than the benchmark's spec for {label}")
-            model = build_model(built)
-            model.load_state_dict(load_checkpoint(work_dir / f"{label.replace(':', '_')}_{seed}" / "federated" / "global.pt")["state_dict"])
         pooled = pooled_test_metrics(lambda site, model=model: model, sites.data["test"], task, device=device)
         summary = summarise_method(evaluations, metrics=metrics, pooled=pooled)
         rows.append({"head": label, "method": method, "seed": seed, "params": params, "steps": int(timing["steps"]),
