@@ -15,7 +15,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from client.messages import SITE, SITE_NAME, STATUS
+from client.messages import SITE, SITE_NAME, STATUS, STATUS_CODE, STATUS_REASON
 from server.settings import StrategySettings
 from server.strategies.aggregation import Update
 
@@ -114,8 +114,8 @@ class ModalityAwareStrategy(FedAvg):
         content = message.content
         status = content.config_records.get(STATUS)
         if status is not None:  # the site declined the round (e.g. its privacy budget): recorded, not aggregated
-            log(WARNING, "round %s: %s declined the round (%s): %s", server_round, site, status.get("code", "?"),
-                status.get("reason", ""))  # fmt: skip
+            log(WARNING, "round %s: %s declined the round (%s): %s", server_round, site, status.get(STATUS_CODE, "?"),
+                status.get(STATUS_REASON, ""))  # fmt: skip
             if self.on_site_metrics is not None and content.metric_records:
                 self.on_site_metrics(server_round, "refused", site, _metrics(message))
             return False
