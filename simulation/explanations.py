@@ -14,10 +14,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from client.atomic_io import atomic_open  # noqa: E402
 from client.data import SiteDataset  # noqa: E402
 from client.train import make_loader  # noqa: E402
 from fusion_models.model import MultimodalModel  # noqa: E402
+from simulation.plots import save_figure  # noqa: E402
 
 __all__ = ["collect_explanations", "plot_explanations"]
 
@@ -91,10 +91,4 @@ def plot_explanations(explanations: dict[str, dict[str, Any]], modalities: list[
         ax.set_title(key, fontsize=9)
     fig.suptitle("explanations of the federated model, mean over each site's test samples")
     fig.tight_layout()
-    path = Path(out_dir) / "explanations.png"
-    try:
-        with atomic_open(path, "wb") as f:
-            fig.savefig(f, dpi=120, format="png", bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, Path(out_dir) / "explanations.png")

@@ -31,6 +31,7 @@ __all__ = [
     "plot_modalities",
     "plot_site_results",
     "plot_epsilon",
+    "save_figure",
 ]
 
 METHOD_ORDER = ("federated", "pooled", "local")
@@ -77,7 +78,7 @@ def _finite(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path) -> Path:
     """Save ``fig`` as PNG atomically (:func:`client.atomic_io.atomic_open`), then close it."""
     try:
         with atomic_open(path, "wb") as f:
@@ -170,7 +171,7 @@ def plot_learning_curves(metrics: pd.DataFrame, summary: dict, out_dir: Path) ->
         curves = {m: _mean_curve(rows[rows["method"] == m]) for m in methods}
         _draw_curves(ax, curves, ylabel, f"validation {metric_label(metric)}, mean over sites", rounds=rounds)
     fig.suptitle(summary.get("name", ""))
-    paths = [_save(fig, out_dir / "learning_curves.png")]
+    paths = [save_figure(fig, out_dir / "learning_curves.png")]
 
     sites = site_names(summary) or sorted(set(val["site"]) - set(_SPECIAL_SITES))
     n = max(len(sites), 1)
@@ -189,7 +190,7 @@ def plot_learning_curves(metrics: pd.DataFrame, summary: dict, out_dir: Path) ->
         ax.set_visible(False)
     fig.suptitle(f"validation {metric_label(headline)} per site")
     fig.tight_layout()
-    paths.append(_save(fig, out_dir / "learning_curves_per_site.png"))
+    paths.append(save_figure(fig, out_dir / "learning_curves_per_site.png"))
     return paths
 
 
@@ -216,7 +217,7 @@ def plot_epsilon(metrics: pd.DataFrame, out_dir: Path) -> Path | None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("Privacy spent per site")
     ax.legend(fontsize=8)
-    return _save(fig, Path(out_dir) / "epsilon.png")
+    return save_figure(fig, Path(out_dir) / "epsilon.png")
 
 
 def plot_partition(summary: dict, out_dir: Path) -> Path:
@@ -272,7 +273,7 @@ def plot_partition(summary: dict, out_dir: Path) -> Path:
     ax_mix.set_title("event share per site" if survival else "label mix per site")
     fig.suptitle(summary.get("name", ""))
     fig.tight_layout()
-    return _save(fig, Path(out_dir) / "partition.png")
+    return save_figure(fig, Path(out_dir) / "partition.png")
 
 
 def plot_modalities(summary: dict, out_dir: Path) -> Path:
@@ -316,7 +317,7 @@ def plot_modalities(summary: dict, out_dir: Path) -> Path:
         fig.colorbar(image, ax=ax, label="share of the site's samples")
     ax.set_title("samples with each modality")
     fig.tight_layout()
-    return _save(fig, Path(out_dir) / "modalities.png")
+    return save_figure(fig, Path(out_dir) / "modalities.png")
 
 
 def plot_site_results(summary: dict, out_dir: Path) -> Path:
@@ -368,4 +369,4 @@ def plot_site_results(summary: dict, out_dir: Path) -> Path:
     ax.set_ylabel(metric_label(headline, summary.get("higher_is_better", True)))
     ax.set_title(f"test {metric_label(headline)} per site (95% CI); dashed: mean over sites")
     fig.tight_layout()
-    return _save(fig, Path(out_dir) / "site_results.png")
+    return save_figure(fig, Path(out_dir) / "site_results.png")

@@ -32,7 +32,7 @@ import matplotlib.pyplot as plt
 import yaml
 
 from client.atomic_io import atomic_open, atomic_write_text
-from simulation.plots import metric_label
+from simulation.plots import metric_label, save_figure
 
 __all__ = ["SweepRow", "collect", "job_overrides", "main", "plot_attack", "plot_utility", "prepare_overrides",
            "write_sweep"]  # fmt: skip
@@ -271,22 +271,13 @@ def _draw(ax: plt.Axes, rows: list[SweepRow], value: str, spread: str | None, yl
     return drawn
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
-    try:
-        with atomic_open(path, "wb") as f:
-            fig.savefig(f, dpi=120, format="png", bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
-
-
 def plot_utility(rows: list[SweepRow], out_dir: Path) -> Path:
     """``utility_vs_epsilon.png``: the global model's site-mean headline per method."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     headline = rows[0].headline if rows else "headline"
     _draw(ax, rows, "federated", "federated_std", f"{metric_label(headline)}, mean over sites")
     ax.set_title("Utility of the global model against privacy")
-    return _save(fig, Path(out_dir) / "utility_vs_epsilon.png")
+    return save_figure(fig, Path(out_dir) / "utility_vs_epsilon.png")
 
 
 def plot_attack(rows: list[SweepRow], out_dir: Path) -> Path:
@@ -301,7 +292,7 @@ def plot_attack(rows: list[SweepRow], out_dir: Path) -> Path:
         ax_tpr.text(0.5, 0.35, "(None: under 100 non-members, or no attack)", ha="center", transform=ax_tpr.transAxes,
                     color="grey", fontsize=8)  # fmt: skip
     ax_tpr.set_title("True positives at 1% false positives", fontsize=10)
-    return _save(fig, Path(out_dir) / "attack_vs_epsilon.png")
+    return save_figure(fig, Path(out_dir) / "attack_vs_epsilon.png")
 
 
 def write_sweep(sweep_dir: str | Path, rows: list[SweepRow]) -> list[Path]:
