@@ -17,7 +17,7 @@ from simulation.flower_runner import free_port
 from simulation.prepare import prepare_sites
 from tests.conftest import write_image_sites
 from tests.simulation.test_prepare import _config
-from tests.simulation.test_simulate_e2e import _processes_with
+from tests.simulation.test_simulate_e2e import kill_leftovers
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -62,12 +62,7 @@ def test_the_readme_recipe_trains_evaluates_and_stops_what_it_started(tmp_path):
         result = subprocess.run(["bash", "-eo", "pipefail", "-c", script], cwd=REPO, env=env, capture_output=True,
                                 text=True, timeout=600, stdin=subprocess.DEVNULL)  # fmt: skip
     finally:
-        leftovers = _processes_with(f"FEDFUSION_TEST_RUN={marker}")
-        for pid in leftovers:
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
+        leftovers = kill_leftovers(f"FEDFUSION_TEST_RUN={marker}")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert not leftovers, f"processes left running after `fedfusion superlink stop`: {leftovers}"

@@ -37,6 +37,20 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
+def kill_leftovers(marker: str) -> list[int]:
+    """Kill (by pid) every process whose environment holds ``marker``; returns their pids.
+
+    Called before asserting that none is left, so one failure does not leak into other tests.
+    """
+    leftovers = _processes_with(marker)
+    for pid in leftovers:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    return leftovers
+
+
 def _simulate(run_dir: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
     marker = f"FEDFUSION_TEST_RUN={uuid.uuid4().hex}"
     env = dict(os.environ, FEDFUSION_TEST_RUN=marker.split("=", 1)[1])
@@ -44,12 +58,7 @@ def _simulate(run_dir: Path, *overrides: str, timeout: int = 600) -> subprocess.
         [*FEDFUSION, "simulate", *overrides, f"hydra.run.dir={run_dir}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
     )  # fmt: skip
-    leftovers = _processes_with(marker)
-    for pid in leftovers:  # clean up before failing, so one failure does not leak into others
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
+    leftovers = kill_leftovers(marker)
     assert not leftovers, f"processes left running after the run: {leftovers}"
     return result
 

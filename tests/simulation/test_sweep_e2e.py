@@ -12,7 +12,7 @@ import uuid
 import pytest
 import yaml
 
-from tests.simulation.test_simulate_e2e import FEDFUSION, REPO, _processes_with
+from tests.simulation.test_simulate_e2e import FEDFUSION, REPO, kill_leftovers
 
 pytestmark = pytest.mark.slow
 
@@ -27,12 +27,7 @@ def test_a_two_by_two_sweep_writes_one_table_and_both_plots(tmp_path):
          "fusion=concat,gmu", f"hydra.sweep.dir={sweep_dir}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1500, stdin=subprocess.DEVNULL, check=False,
     )  # fmt: skip
-    leftovers = _processes_with(f"FEDFUSION_TEST_RUN={marker}")
-    for pid in leftovers:
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
+    leftovers = kill_leftovers(f"FEDFUSION_TEST_RUN={marker}")
     assert not leftovers, f"processes left running after the sweep: {leftovers}"
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "privacy=dp added" in result.stdout and "attack=loss added" in result.stdout
