@@ -18,7 +18,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from server.config_check import group_overrides, value_problems
 from server.settings import RunSettings
 
-__all__ = ["CONFIG_DIR", "default_run_settings", "compose_config", "check_values", "resolve_config",
+__all__ = ["CONFIG_DIR", "default_run_settings", "compose_config", "check_values", "check_composes", "resolve_config",
            "settings_from_run_config"]  # fmt: skip
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -38,6 +38,13 @@ def _compose(overrides: list[str]) -> DictConfig:
         # Hydra appends its search path to "Could not find ..."; the options it lists are the fix.
         text = str(error).split("\nConfig search path")[0].strip()
         raise ValueError(f"overrides {' '.join(overrides)!r}: {text}") from None
+
+
+def check_composes(overrides: list[str]) -> None:
+    """Raise ``ValueError`` with Hydra's reason (an unknown group option, an unknown key, an
+    override it cannot parse) when ``overrides`` do not compose, before ``@hydra.main`` would
+    print it with its search path and exit 1."""
+    _compose(overrides)
 
 
 def _option_file(cfg: DictConfig, key: str) -> str:

@@ -92,6 +92,22 @@ def _after_failure(run_dir: Path, fresh: bool, error: BaseException) -> str:
     return f"the run folder {run_dir} is kept for its logs and marked failed (FAILED.txt)"
 
 
+def _exit_if_overrides_do_not_compose(args: list[str]) -> None:
+    """Hydra's own composition errors, named like ours: ``error: ...`` and exit code 2.
+
+    Runs only on plain overrides: with Hydra flags (``--multirun``, ``--cfg``) or sweep values
+    Hydra's own handling stays in charge."""
+    if any(a.startswith("-") for a in args):
+        return
+    from server.default_config import check_composes
+
+    try:
+        check_composes([a for a in args if not a.startswith(("hydra.", "hydra/", "+hydra", "~hydra"))])
+    except ValueError as error:
+        print(f"error: {error}\nnothing was run", file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
     """Entry point of the ``fedfusion`` console script."""
     args = sys.argv[1:]
@@ -100,6 +116,7 @@ def main() -> None:
         return
     command, rest = args[0], args[1:]
     if command == "simulate":
+        _exit_if_overrides_do_not_compose(rest)
         sys.argv = [f"fedfusion {command}", *rest]
         _simulate_main()
         return

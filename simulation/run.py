@@ -129,7 +129,7 @@ def simulate(config: SimulationConfig, run_dir: Path, console: Console | None = 
         seed = config.run.seed + k
         console.rule(f"repeat {k + 1}/{config.repeats} (seed {seed})")
         one = replace(config, repeats=1, run=replace(config.run, seed=seed))
-        summaries.append(_simulate_once(one, run_dir / f"repeat_{k}", console))
+        summaries.append(_simulate_once(one, run_dir / f"repeat_{k}", console, first_repeat=k == 0))
     return _write_repeats(config, run_dir, summaries, console)
 
 
@@ -156,8 +156,10 @@ def _write_repeats(config: SimulationConfig, run_dir: Path, summaries: list[dict
     return summary
 
 
-def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console) -> dict[str, Any]:
-    """One seed: sites, the federation, the baselines, and the run folder."""
+def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console, *, first_repeat: bool = True
+                   ) -> dict[str, Any]:
+    """One seed: sites, the federation, the baselines, and the run folder. The privacy warning,
+    the same for every repeat, is printed in the first one only (each report still lists it)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.resolved, sort_keys=False))
     warnings_list: list[str] = []  # each printed once, when it arises; the report lists them all
@@ -169,7 +171,7 @@ def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console) ->
     for caught_warning in caught:
         text = f"data: {caught_warning.message}"
         warnings_list.append(text)
-        console.print(f"[yellow]warning[/] {text}")
+        console.print(f"[yellow]warning[/]: {text}")
     task_name = manifests[0].task
     check_attack_task(config.attack, task_name)  # refused now, not after the federation
     console.print(f"[bold]{config.dataset}[/]: {table.description}")
@@ -178,12 +180,13 @@ def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console) ->
     for m in manifests:
         for warning in m.warnings:
             warnings_list.append(f"site {m.site}: {warning}")
-            console.print(f"[yellow]warning[/] site {m.site}: {warning}")
+            console.print(f"[yellow]warning[/]: site {m.site}: {warning}")
     if config.run.num_sites != len(manifests):
         config = _with_sites(config, len(manifests))
     if config.privacy == "none":  # after the data checks, right before updates start to leave the sites
         warnings_list.append("No differential privacy (privacy=none): each site's updates leave it unprotected.")
-        console.print(f"[bold yellow]WARNING[/] {warnings_list[-1]}")
+        if first_repeat:
+            console.print(f"[bold yellow]WARNING[/]: {warnings_list[-1]}")
 
     seconds = {"federated": _run_federation(config, run_dir, len(manifests), console)}
     checkpoint = load_checkpoint(run_dir / "federated" / "global.pt")
@@ -202,7 +205,7 @@ def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console) ->
     reported, failures = read_site_evaluations(run_dir / "federated" / SITE_EVALUATION_FILE)
     for failure in failures:
         warnings_list.append(f"final evaluation: {failure}")
-        console.print(f"[yellow]warning[/] {warnings_list[-1]}")
+        console.print(f"[yellow]warning[/]: {warnings_list[-1]}")
     site_models = {"federated": "global", "personalized": "personalized"}
     for name, kind in site_models.items():
         evaluations = [e for e in reported if e.model == kind]

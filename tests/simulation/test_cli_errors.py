@@ -44,6 +44,21 @@ def test_a_config_error_names_the_key_without_a_traceback_and_leaves_no_folder(t
     assert not run_dir.exists() and f"the run folder {run_dir} was removed" in output
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [(["fusion=nosuch"], "Could not find 'fusion/nosuch' Available options in 'fusion': concat"),
+     (["nosuchkey=3"], "Could not override 'nosuchkey'. To append to your config use +nosuchkey=3")],
+)  # fmt: skip
+def test_hydras_own_composition_errors_exit_2_without_the_search_path(tmp_path, overrides, message):
+    run_dir = tmp_path / "run"
+    result = _fedfusion("simulate", *overrides, f"hydra.run.dir={run_dir}")
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 2, output
+    assert f"error: overrides '{overrides[0]}': " in output and message in output
+    assert "Config search path" not in output and "HYDRA_FULL_ERROR" not in output
+    assert not run_dir.exists()
+
+
 def test_a_data_error_comes_before_any_warning_and_a_folder_with_files_is_kept(tmp_path):
     sites = tmp_path / "sites"
     write_image_sites(sites, sites={"north": 10, "south": 10})
