@@ -32,6 +32,9 @@ __all__ = [
     "bootstrap_metrics",
     "readability",
     "MIN_READABLE",
+    "RANK_INTERVAL_RULE",
+    "rank_interval",
+    "rank_trials",
     "THRESHOLD_RULE",
     "READABLE_RULE",
 ]
@@ -137,6 +140,37 @@ def bootstrap_metrics(
             for name, v in draws.items() if len(v) >= 20}  # fmt: skip
 
 
+#: How a flagged site's headline interval is made, where the bootstrap cannot show the uncertainty.
+RANK_INTERVAL_RULE = ("a flagged site's AUROC or c-index interval is the exact (Clopper-Pearson) 95 % interval of the "
+                      "figure read as a proportion of m trials, m = min(positives, negatives) for AUROC and m = events "
+                      "for the c-index: a binomial proportion of m trials has variance p(1-p)/m, the Birnbaum-Klose "
+                      "bound on the variance of a rank statistic with m of its smaller class, so the interval is "
+                      "conservative and, unlike a bootstrap of one positive, never collapses to a point")  # fmt: skip
+
+
+def rank_trials(task: Task, target: np.ndarray) -> int:
+    """``m`` of ``RANK_INTERVAL_RULE`` for a binary or survival test split (0 for other tasks)."""
+    t = np.asarray(target, dtype=float)
+    if task.name == "binary":
+        pos = int((t.reshape(-1) == 1).sum())
+        return min(pos, len(t) - pos)
+    if task.name == "survival" and t.ndim == 2 and len(t):
+        return int(t[:, 1].sum())
+    return 0
+
+
+def rank_interval(value: float, trials: int, *, level: float = 0.95) -> list[float] | None:
+    """Clopper-Pearson interval of ``value`` read as the proportion of ``trials`` successes."""
+    if trials <= 0 or not np.isfinite(value):
+        return None
+    from scipy.stats import beta
+
+    k, alpha = float(np.clip(value, 0.0, 1.0)) * trials, (1.0 - level) / 2
+    low = 0.0 if k <= 0 else float(beta.ppf(alpha, k, trials - k + 1))
+    high = 1.0 if k >= trials else float(beta.ppf(1 - alpha, k + 1, trials - k))
+    return [low, high]
+
+
 def readability(task: Task, target: np.ndarray) -> tuple[bool, str]:
     """Whether a test split can be read under ``READABLE_RULE``, and why not."""
     t = np.asarray(target, dtype=float)
@@ -180,6 +214,11 @@ def evaluate_at_site(
     metrics["loss"] = float(loss)
     intervals = bootstrap_metrics(task, target, scores, n_boot=n_boot, seed=seed, threshold=threshold)
     readable, note = readability(task, target)
+    headline = metrics.get(task.headline)
+    exact = rank_interval(headline, rank_trials(task, target)) if not readable and headline is not None else None
+    if exact is not None:  # the bootstrap of a handful of positives or events degenerates
+        intervals[task.headline] = exact
+        note += f"; {task.headline} interval exact over {rank_trials(task, target)} trial(s), not bootstrap"
     return SiteEvaluation(site=site, model=model_name, n=int(len(target)), metrics=metrics, intervals=intervals,
                           threshold=threshold, threshold_source=source, readable=readable, note=note,
                           train_steps=int(train_steps))  # fmt: skip

@@ -13,7 +13,7 @@ from flwr.serverapp import Grid
 
 from client import messages as keys
 from client.atomic_io import atomic_write_text
-from client.site_evaluation import READABLE_RULE, THRESHOLD_RULE, SiteEvaluation
+from client.site_evaluation import RANK_INTERVAL_RULE, READABLE_RULE, THRESHOLD_RULE, SiteEvaluation
 
 __all__ = ["run_final_evaluation", "write_site_evaluations", "read_site_evaluations", "SITE_EVALUATION_FILE"]
 
@@ -48,7 +48,7 @@ def run_final_evaluation(
 def write_site_evaluations(path: Path, evaluations: list[SiteEvaluation], failures: list[str], *, round: int) -> Path:
     """``site_evaluation.json``: what the sites reported, with the rules behind it (atomic)."""
     data = {"schema_version": _SCHEMA_VERSION, "round": round, "threshold_rule": THRESHOLD_RULE,
-            "readable_rule": READABLE_RULE, "failures": failures,
+            "readable_rule": READABLE_RULE, "flagged_interval_rule": RANK_INTERVAL_RULE, "failures": failures,
             "sites": [e.to_dict() for e in evaluations]}  # fmt: skip
     return atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False))
 

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from client.atomic_io import atomic_write_text
-from client.site_evaluation import READABLE_RULE, THRESHOLD_RULE
+from client.site_evaluation import RANK_INTERVAL_RULE, READABLE_RULE, THRESHOLD_RULE
 from simulation.attack_results import attack_lines
 from simulation.explanations import plot_explanations
 from simulation.plots import (
@@ -198,7 +198,8 @@ def _explanation(summary: dict) -> str:
     """What the headline is, which sites it leaves out, and what the pooled-test figure says here."""
     headline = metric_label(summary["headline"], summary.get("higher_is_better", True))
     text = (f"Headline: {headline}, the mean over the readable sites of each site's test figure (each site counts "
-            f"once); † marks a site flagged by the rule: {READABLE_RULE}.")
+            f"once); † marks a site flagged by the rule: {READABLE_RULE}. Intervals are percentile-bootstrap "
+            f"95 % intervals, except that {RANK_INTERVAL_RULE}.")
     if summary.get("task") == "binary":
         text += f" Threshold metrics use each site's own threshold, chosen by {THRESHOLD_RULE}."
     inflated = [m for m in method_names(summary) if _inflated(summary, m)]

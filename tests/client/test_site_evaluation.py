@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from client.site_evaluation import MIN_READABLE, SiteEvaluation, bootstrap_metrics, choose_threshold, readability
+from client import site_evaluation
+from client.site_evaluation import (MIN_READABLE, SiteEvaluation, bootstrap_metrics, choose_threshold, rank_interval,
+                                     readability)
 from fusion_models.task import make_task
 
 
@@ -74,3 +76,46 @@ def test_site_evaluation_round_trips_and_refuses_missing_keys():
     del data["threshold"]
     with pytest.raises(ValueError, match="threshold"):
         SiteEvaluation.from_dict(data)
+
+
+@pytest.mark.parametrize(("value", "trials"), [(0.5, 10), (0.8, 5), (0.0, 5), (1.0, 1), (1.0, 7)])
+def test_rank_interval_is_the_exact_binomial_interval(value, trials):
+    from scipy.stats import binomtest
+
+    expected = binomtest(round(value * trials), trials).proportion_ci(method="exact")
+    assert np.allclose(rank_interval(value, trials), [expected.low, expected.high])
+    assert rank_interval(1.0, 1) == pytest.approx([0.025, 1.0])  # one positive tells almost nothing
+    assert rank_interval(0.7, 0) is None and rank_interval(float("nan"), 5) is None
+
+
+def test_a_flagged_site_gets_the_exact_interval_where_the_bootstrap_collapses(monkeypatch):
+    # One positive, ranked above all 30 negatives: every bootstrap resample that holds it reads 1.0.
+    target = np.array([1.0] + [0.0] * 30)
+    scores = np.array([0.9] + list(np.linspace(0.1, 0.5, 30)))
+    monkeypatch.setattr(site_evaluation, "predict", lambda model, dataset, task, device: (target, scores, 0.3))
+    evaluation = site_evaluation.evaluate_at_site(None, site="tiny", model_name="global", val_set=None, test_set=None,
+                                                  task=make_task("binary"), device=None, n_boot=200, seed=0)  # fmt: skip
+    assert evaluation.readable is False and evaluation.metrics["auroc"] == 1.0
+    bootstrap = bootstrap_metrics(make_task("binary"), target, scores, n_boot=200, seed=0, threshold=0.5)
+    assert bootstrap["auroc"] == pytest.approx([1.0, 1.0]), "the degenerate case this guards against"
+    assert evaluation.intervals["auroc"] == pytest.approx([0.025, 1.0])
+    assert "auroc interval exact over 1 trial(s), not bootstrap" in evaluation.note
+
+
+def test_a_readable_site_keeps_its_bootstrap_interval(monkeypatch):
+    rng = np.random.default_rng(1)
+    target = np.array([1.0] * 15 + [0.0] * 40)
+    scores = np.clip(target * 0.3 + rng.uniform(0, 0.7, len(target)), 0, 1)
+    monkeypatch.setattr(site_evaluation, "predict", lambda model, dataset, task, device: (target, scores, 0.3))
+    evaluation = site_evaluation.evaluate_at_site(None, site="big", model_name="global", val_set=None, test_set=None,
+                                                  task=make_task("binary"), device=None, n_boot=100, seed=4)  # fmt: skip
+    expected = bootstrap_metrics(make_task("binary"), target, scores, n_boot=100, seed=4,
+                                 threshold=evaluation.threshold)  # fmt: skip
+    assert evaluation.readable and evaluation.intervals["auroc"] == expected["auroc"] and evaluation.note == ""
+
+
+def test_rank_trials_are_the_smaller_class_or_the_events():
+    assert site_evaluation.rank_trials(make_task("binary"), np.array([1.0, 0, 0, 0, 1])) == 2
+    survival = np.array([[5.0, 1], [7, 0], [9, 1], [11, 0], [12, 1]])
+    assert site_evaluation.rank_trials(make_task("survival"), survival) == 3
+    assert site_evaluation.rank_trials(make_task("multiclass", num_classes=3), np.array([0.0, 1, 2])) == 0
