@@ -34,8 +34,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from opacus import PrivacyEngine
-from opacus.accountants.utils import get_noise_multiplier
 from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data._utils.collate import default_collate
@@ -176,6 +174,8 @@ def plan_round(settings: PrivacySettings, *, n: int, train: TrainSettings, round
         per_round = round_steps(n, replace(train, epochs=round_epochs or train.epochs))[1]
         planned = math.ceil((settings.plan_rounds or rounds) * (1 + settings.plan_margin)) * per_round
         planned += math.ceil(extra_epochs * batches) if extra_epochs > 0 else 0
+        from opacus.accountants.utils import get_noise_multiplier  # lazily: a run without DP skips Opacus
+
         sigma = float(get_noise_multiplier(target_epsilon=settings.target_epsilon, target_delta=delta, sample_rate=q,
                                            steps=planned, accountant=settings.accountant, epsilon_tolerance=0.01))  # fmt: skip
     return DPPlan(noise_multiplier=sigma, sample_rate=q, steps=steps, max_grad_norm=settings.max_grad_norm, delta=delta,
@@ -253,6 +253,8 @@ class DPRound:
     def __init__(self, plan: DPPlan, history: History) -> None:
         self.plan = plan
         self.before = merged_history(list(history))
+        from opacus import PrivacyEngine  # lazily: a run without DP skips Opacus' import
+
         self.engine = PrivacyEngine(accountant=plan.accountant)
         self.engine.accountant.history = list(self.before)
 

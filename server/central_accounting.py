@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from flwr.common.logger import log
-from opacus.accountants import RDPAccountant
 
 from client.atomic_io import atomic_write_text
 
@@ -90,6 +89,8 @@ class CentralAccountant:
             raise ValueError(f"sample_rate must be in (0, 1], got {self.sample_rate!r}")
         if not 0 < self.delta < 1:
             raise ValueError(f"delta must be in (0, 1), got {self.delta!r}")
+        from opacus.accountants import RDPAccountant  # lazily: the ServerApp of a run without DP skips Opacus
+
         self._accountant = RDPAccountant()
 
     def epsilon(self) -> float | None:

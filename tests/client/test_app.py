@@ -191,3 +191,17 @@ def test_a_site_without_a_split_column_splits_itself_the_same_way_every_time(tmp
     assert 0 < a["n"] < 60 and a == b  # a test split of its own, identical in a fresh process
     trained = _send("train", content, manifest).content[keys.METRICS]["num-examples"]
     assert trained + a["n"] < 60  # training rows exclude the test (and val) rows
+
+
+def test_the_apps_import_without_opacus():
+    """Opacus costs about 0.8 s of import in every ClientApp actor and the ServerApp; a run
+    without DP never loads it (benchmarks/startup.py)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys, client.app, server.app; print('opacus' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
