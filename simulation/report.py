@@ -40,6 +40,8 @@ __all__ = ["results_table", "print_results", "write_report", "write_all"]
 MEAN_LABEL = "mean over sites"
 POOLED_LABEL = "pooled test"
 INFLATED_LABEL = "pooled test (inflated)"
+#: The pooled test has no validation split of its own to choose a threshold on.
+POOLED_THRESHOLD_CELL = "0.5"
 FLAG = " †"
 #: The terminal shows these columns (plus the threshold); report.md shows every metric.
 _TERMINAL_METRICS = {"binary": ["auroc", "balanced_accuracy", "f1"], "multiclass": ["auroc", "balanced_accuracy"]}
@@ -144,7 +146,8 @@ def _rows(summary: dict, *, terminal: bool = False) -> list[_Row]:
         rows.append(_Row(method, MEAN_LABEL, "mean", cells + [""] * (2 if threshold else 1)))
         pooled = result.get("pooled_test", {})
         label = INFLATED_LABEL if _inflated(summary, method) else POOLED_LABEL
-        rows.append(_Row(method, label, "pooled", [_fmt(pooled.get(m)) for m in metrics] + [""] * (2 if threshold else 1)))
+        pooled_threshold = [POOLED_THRESHOLD_CELL if pooled else ""] if threshold else []
+        rows.append(_Row(method, label, "pooled", [_fmt(pooled.get(m)) for m in metrics] + pooled_threshold + [""]))
     return rows
 
 
@@ -213,6 +216,13 @@ def _explanation(summary: dict) -> str:
     else:
         text += (" The pooled test scores all sites' test rows together; here it is not higher than the mean over "
                  "sites, so it adds no between-site inflation to read around.")
+    if summary.get("task") == "binary":
+        text += (f" The pooled test's threshold metrics use {POOLED_THRESHOLD_CELL}: the pooled rows have no "
+                 "validation split of their own to choose one on.")
+    no_pooled = [m for m in method_names(summary) if not (summary["methods"][m] or {}).get("pooled_test")]
+    if "personalized" in no_pooled:
+        text += (" The personalized model has no pooled test: each site keeps its own model, and only the site "
+                 "scores it, on its own test rows.")
     return text
 
 

@@ -233,3 +233,23 @@ def test_write_report_is_atomic_overwrite(tmp_path: Path) -> None:
     (tmp_path / "report.md").write_text("old")
     path = write_report(tmp_path, summary, [])
     assert path.read_text().startswith("# toy_binary") and not list(tmp_path.glob(".report.md.*"))
+
+
+def test_the_pooled_rows_threshold_and_a_personalized_model_without_pooled_test_are_stated() -> None:
+    summary = _binary_summary()
+    summary["methods"]["personalized"] = {**summary["methods"]["federated"], "pooled_test": {}}
+    lines = [line for line in _render(summary).splitlines() if "│" in line]
+    pooled = [[c.strip() for c in line.split("│")] for line in lines if "pooled test" in line]
+    assert len(pooled) == 4
+    filled = [row for row in pooled if "0.900" in row]
+    assert len(filled) == 3 and all("0.5" in row for row in filled)
+    assert all("0.5" not in row for row in pooled if row not in filled), "no threshold where nothing was scored"
+    console = Console(record=True, width=400)
+    print_results(summary, console)
+    text = " ".join(console.export_text().split())
+    assert "The pooled test's threshold metrics use 0.5" in text
+    assert "The personalized model has no pooled test: each site keeps its own model" in text
+    del summary["methods"]["personalized"]
+    console = Console(record=True, width=400)
+    print_results(summary, console)
+    assert "personalized model has no pooled test" not in " ".join(console.export_text().split())
