@@ -201,7 +201,7 @@ def test_the_apps_import_without_opacus():
     from pathlib import Path
 
     code = "import sys, client.app, server.app; print('opacus' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
                             cwd=Path(__file__).resolve().parents[2])  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"

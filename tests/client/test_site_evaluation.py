@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 
 from client import site_evaluation
-from client.site_evaluation import (MIN_READABLE, SiteEvaluation, bootstrap_metrics, choose_threshold, rank_interval,
-                                     readability)
+from client.site_evaluation import (
+    MIN_READABLE,
+    SiteEvaluation,
+    bootstrap_metrics,
+    choose_threshold,
+    rank_interval,
+    readability,
+)
 from fusion_models.task import make_task
 
 
