@@ -144,8 +144,9 @@ def bootstrap_metrics(
 RANK_INTERVAL_RULE = ("a flagged site's AUROC or c-index interval is the exact (Clopper-Pearson) 95 % interval of the "
                       "figure read as a proportion of m trials, m = min(positives, negatives) for AUROC and m = events "
                       "for the c-index: a binomial proportion of m trials has variance p(1-p)/m, the Birnbaum-Klose "
-                      "bound on the variance of a rank statistic with m of its smaller class, so the interval is "
-                      "conservative and, unlike a bootstrap of one positive, never collapses to a point")  # fmt: skip
+                      "bound on the variance of the AUROC with m samples in its smaller class, so for AUROC the "
+                      "interval is conservative; for the censored c-index the same reading is an approximation. Unlike "
+                      "a bootstrap of one positive, it never collapses to a point")  # fmt: skip
 
 
 def rank_trials(task: Task, target: np.ndarray) -> int:
