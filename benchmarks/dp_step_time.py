@@ -106,8 +106,10 @@ def _median_step(step: Callable[[], None], steps: int) -> float:
     return statistics.median(times)
 
 
-def _loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], target)
+def _loss(model: torch.nn.Module, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The binary loss plus the head's auxiliary loss where it has one (mm_dynamics), as training adds it."""
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], target)
+    return loss + model.auxiliary_loss(out, target) if hasattr(model, "auxiliary_loss") else loss
 
 
 def time_model(spec: ModelSpec, *, batch_size: int, steps: int, modes: tuple[str, ...] = MODES) -> dict[str, Any]:
@@ -119,7 +121,7 @@ def time_model(spec: ModelSpec, *, batch_size: int, steps: int, modes: tuple[str
 
     def plain_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        _loss(model(inputs), batch["target"]).backward()
+        _loss(model, model(inputs), batch["target"]).backward()
         optimizer.step()
 
     result: dict[str, Any] = {"parameters": sum(p.numel() for p in model.parameters()),
@@ -137,7 +139,7 @@ def time_model(spec: ModelSpec, *, batch_size: int, steps: int, modes: tuple[str
 
             def dp_step(forward=forward, dp_optimizer=dp_optimizer) -> None:  # bound: called in this iteration
                 dp_optimizer.zero_grad(set_to_none=True)
-                _loss(forward(inputs), batch["target"]).backward()
+                _loss(dp_model, forward(inputs), batch["target"]).backward()
                 dp_optimizer.step()
 
             seconds = _median_step(dp_step, steps)
