@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -25,6 +24,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from rich.console import Console
 
+from benchmarks.provenance import git_commit
 from client.atomic_io import atomic_write_text
 from server.default_config import CONFIG_DIR
 from simulation.config import SimulationConfig
@@ -47,13 +47,6 @@ RECIPES: dict[str, list[str]] = {
     "logit_adjust+fedper": ["train.label_skew=logit_adjust", "personalization=fedper"],
 }
 _DATASETS = {"ham10000": ["data=ham10000"], "tcga_brca": ["data=tcga_brca"]}
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _config(overrides: list[str]) -> SimulationConfig:
@@ -93,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "federated_utility", "schema_version": 1,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "python -m benchmarks.federated_utility " + " ".join(sys.argv[1:] if argv is None else argv),
-        "git_commit": _git_commit(), "python": platform.python_version(),
+        "git_commit": git_commit(), "python": platform.python_version(),
         "versions": {pkg: version(pkg) for pkg in ("torch", "flwr", "monai", "opacus")},
         "recipes": {name: RECIPES[name] for name in args.recipes}, "datasets": {},
     }  # fmt: skip

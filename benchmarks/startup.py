@@ -41,6 +41,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from benchmarks.provenance import git_commit, uncommitted_changes
+
 __all__ = ["time_run", "main", "PHASES"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,13 +126,6 @@ def time_run(overrides: list[str], run_dir: Path, env: dict[str, str], *, timeou
     }
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _table(summary: dict[str, dict[str, float]], label: str) -> str:
     lines = [f"| phase ({label}) | min (s) | median (s) | max (s) | what |", "|---|---|---|---|---|"]
     for key, what in PHASES.items():
@@ -180,8 +175,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "platform": platform.platform(), "note": SHARED_MACHINE_NOTE},  # fmt: skip
         "versions": {p: version(p) for p in ("flwr", "torch", "ray", "monai", "hydra-core")} | {
             "python": platform.python_version()},  # fmt: skip
-        "commit": _git("rev-parse", "HEAD"),
-        "uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "commit": git_commit(),
+        "uncommitted_changes": uncommitted_changes(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
