@@ -20,7 +20,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -32,9 +31,11 @@ from typing import Any
 import torch
 import yaml
 
+from benchmarks.provenance import git_commit, uncommitted_changes
 from client.features import FeatureSpec
 from client.privacy import DPPlan, DPRound
 from fusion_models.model import ModelSpec, build_model
+from fusion_models.task import make_task
 from server.model_setup import make_model_spec
 from server.settings import ModelSettings
 
@@ -55,6 +56,7 @@ FEATURES = FeatureSpec.from_json(json.dumps({
     "modalities": ["image", "tabular"], "spec_version": 1,
 }))  # fmt: skip
 TARGET = 1.5
+TASK = make_task("binary")
 
 
 def _yaml(group: str, name: str) -> dict[str, Any]:
@@ -107,8 +109,8 @@ def _median_step(step: Callable[[], None], steps: int) -> float:
 
 
 def _loss(model: torch.nn.Module, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The binary loss plus the head's auxiliary loss where it has one (mm_dynamics), as training adds it."""
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], target)
+    """The task's loss plus the head's auxiliary loss where it has one (mm_dynamics), as training adds it."""
+    loss = TASK.loss(out, target)
     return loss + model.auxiliary_loss(out, target) if hasattr(model, "auxiliary_loss") else loss
 
 
@@ -137,7 +139,7 @@ def time_model(spec: ModelSpec, *, batch_size: int, steps: int, modes: tuple[str
             forward, dp_optimizer, _ = dp_round.attach(dp_model, torch.optim.AdamW(dp_model.parameters(), lr=1e-3),
                                                        loader)  # fmt: skip
 
-            def dp_step(forward=forward, dp_optimizer=dp_optimizer) -> None:  # bound: called in this iteration
+            def dp_step(forward=forward, dp_optimizer=dp_optimizer, dp_model=dp_model) -> None:  # bound per mode
                 dp_optimizer.zero_grad(set_to_none=True)
                 _loss(dp_model, forward(inputs), batch["target"]).backward()
                 dp_optimizer.step()
@@ -149,10 +151,6 @@ def time_model(spec: ModelSpec, *, batch_size: int, steps: int, modes: tuple[str
         finally:
             dp_round.close()
     return result
-
-
-def _git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
 
 
 def _table(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -190,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size, "steps": args.steps, "image_shape": list(IMAGE_SHAPE), "target_ratio": TARGET,
         "threads": torch.get_num_threads(), "results": results, "table": lines,
         "versions": {p: version(p) for p in ("torch", "opacus", "monai")} | {"python": platform.python_version()},
-        "commit": _git("rev-parse", "HEAD"), "uncommitted_changes": bool(_git("status", "--porcelain")),
+        "commit": git_commit(), "uncommitted_changes": uncommitted_changes(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }  # fmt: skip
     out.write_text(json.dumps(payload, indent=1))
