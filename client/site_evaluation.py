@@ -215,11 +215,11 @@ def evaluate_at_site(
     metrics["loss"] = float(loss)
     intervals = bootstrap_metrics(task, target, scores, n_boot=n_boot, seed=seed, threshold=threshold)
     readable, note = readability(task, target)
-    headline = metrics.get(task.headline)
-    exact = rank_interval(headline, rank_trials(task, target)) if not readable and headline is not None else None
+    headline, trials = metrics.get(task.headline), rank_trials(task, target)
+    exact = rank_interval(headline, trials) if not readable and headline is not None else None
     if exact is not None:  # the bootstrap of a handful of positives or events degenerates
         intervals[task.headline] = exact
-        note += f"; {task.headline} interval exact over {rank_trials(task, target)} trial(s), not bootstrap"
+        note += f"; {task.headline} interval exact over {trials} trial(s), not bootstrap"
     return SiteEvaluation(site=site, model=model_name, n=int(len(target)), metrics=metrics, intervals=intervals,
                           threshold=threshold, threshold_source=source, readable=readable, note=note,
                           train_steps=int(train_steps))  # fmt: skip
