@@ -23,6 +23,8 @@ from pathlib import Path
 
 import tomli_w
 
+from simulation.app_bundle import stage_app
+
 __all__ = ["FederationError", "run_federation", "client_cpus", "flower_environment", "free_port", "stop_process_group",
            "stop_pid", "alive", "descendants", "LocalSuperLink", "find_local_superlinks", "superlink_command"]  # fmt: skip
 
@@ -51,6 +53,9 @@ def flower_environment(flwr_home: Path) -> dict[str, str]:
             # The SuperLink would otherwise `uv sync` the project, fetching a CUDA torch build.
             "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
             "RAY_DISABLE_USAGE_STATS": "1",
+            # Ray would start a worker per core for tasks; the ClientApp actor needs a worker
+            # with Flower's runtime_env anyway, so those only compete with it for the cores.
+            "RAY_prestart_worker_first_driver": "0",
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -213,7 +218,8 @@ def run_federation(
     """Run one federated training on the simulation engine and wait for it to finish.
 
     Args:
-        app_dir: the project folder holding ``pyproject.toml`` with ``[tool.flwr.app]``.
+        app_dir: the project folder holding ``pyproject.toml`` with ``[tool.flwr.app]``; its
+            ``fab-include`` files are staged apart first (``simulation.app_bundle``).
         run_dir: the run's output folder; Flower's logs go to ``run_dir/logs``.
         run_config: values for ``[tool.flwr.app.config]`` (passed as a TOML file).
         num_sites: simulated SuperNodes, one per site manifest.
@@ -228,9 +234,10 @@ def run_federation(
     rounds = json.loads(str(run_config.get("config-json") or "{}")).get("rounds")
     cpus = client_cpus(num_sites, rounds=rounds)
     try:
+        staged = stage_app(app_dir, flwr_home / "app")
         with simulation_superlink(flwr_home, log_dir) as connection:
             command = [
-                _bin("flwr"), "run", str(app_dir), connection,
+                _bin("flwr"), "run", str(staged), connection,
                 "--run-config", str(config_file),
                 "--federation-config", f"num-supernodes={num_sites} client-resources-num-cpus={cpus}",
                 "--stream",

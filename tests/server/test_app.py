@@ -75,7 +75,7 @@ def test_rare_classes_and_disagreeing_columns_are_judged_over_all_sites(tmp_path
     """Each deployed site reads its manifest alone; the ServerApp applies the cross-site rules."""
     import pandas as pd
 
-    from server.app import agree_on_schema
+    from server.federation import agree_on_schema
 
     paths = write_image_sites(tmp_path / "sites", sites={"north": 30, "south": 30, "east": 30})
     for path in paths:  # three classes everywhere, so every site infers a multiclass task

@@ -1,0 +1,209 @@
+"""What each ClientApp message does at a site: unpack the message, call the plain functions,
+pack the reply. ``client.app`` registers these with Flower and imports this module at the
+first message.
+
+Node facts come from ``node_config``: ``manifest`` (this site's CSV), optional ``cache-dir``,
+``state-dir`` (where the site keeps what is its own: personalised weights, its privacy
+ledger) and ``privacy-budget`` (the site's own lifetime epsilon limit under DP). In
+simulation the node's ``partition-id`` picks a manifest of the run config's ``sites-dir``
+and the state lives under the run folder. Per-round values ride in the message's
+ConfigRecord, whose layout is :class:`client.messages.RoundConfig`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from logging import WARNING
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.common.logger import log
+
+from client import messages as keys
+from client.data import SiteDataset, default_cache_dir, load_site_dataset
+from client.features import FeatureSpec, site_statistics
+from client.ledger import PrivacyLedger
+from client.manifest import Manifest, read_manifest
+from client.messages import RoundConfig
+from client.personalization import personal_model, personal_round
+from client.privacy import BudgetExceeded, SitePrivacy, ledger_root
+from client.round import round_seed
+from client.schema import Schema
+from client.splits import with_site_splits
+from client.site_evaluation import evaluate_at_site
+from client.train import evaluate, resolve_device
+from fusion_models.model import ModelSpec, MultimodalModel, build_model
+from fusion_models.task import Task, make_task
+
+__all__ = ["query", "train", "evaluate_round", "evaluate_final", "site_manifest_path", "site_state_dir"]
+
+
+def site_manifest_path(context: Context) -> Path:
+    """This node's manifest: ``node_config["manifest"]``, or in simulation the
+    ``partition-id``-th CSV of ``run_config["sites-dir"]``."""
+    if "manifest" in context.node_config:
+        return Path(str(context.node_config["manifest"]))
+    sites_dir = Path(str(context.run_config.get("sites-dir", "")))
+    manifests = sorted(sites_dir.glob("*.csv"))
+    partition = int(context.node_config.get("partition-id", -1))
+    if not 0 <= partition < len(manifests):
+        raise ValueError(
+            f"node has no 'manifest' in its node config and partition-id {partition} does not pick one of "
+            f"the {len(manifests)} manifests in sites-dir {sites_dir!s}"
+        )
+    return manifests[partition]
+
+
+def site_state_dir(context: Context, site: str) -> Path:
+    """Where this site keeps its own state: ``node_config["state-dir"]``, else
+    ``<run-dir>/site_state/<site>`` in a simulation, else beside the manifest."""
+    configured = context.node_config.get("state-dir")
+    if configured:
+        return Path(str(configured))
+    run_dir = str(context.run_config.get("run-dir", ""))
+    if run_dir:
+        return Path(run_dir) / "site_state" / site
+    return site_manifest_path(context).parent / ".fedfusion-state" / site
+
+
+def _manifest(context: Context, *, check_files: bool) -> Manifest:
+    path = site_manifest_path(context)
+    schema_path = path.parent / "schema.yaml"
+    schema = Schema.load(schema_path) if schema_path.is_file() else None
+    manifest = read_manifest(path, schema=schema, check_files=check_files)
+    # without a split column the site splits itself, the same way in every process
+    return with_site_splits(manifest, val_fraction=float(context.node_config.get("val-fraction", 0.15)),
+                            test_fraction=float(context.node_config.get("test-fraction", 0.2)))
+
+
+def _cache_dir(context: Context, manifest: Manifest) -> Path:
+    configured = context.node_config.get("cache-dir")
+    return Path(str(configured)) if configured else default_cache_dir(manifest)
+
+
+def _site_record(manifest: Manifest) -> ConfigRecord:
+    return ConfigRecord({keys.SITE_NAME: manifest.site})
+
+
+def query(msg: Message, context: Context) -> Message:
+    """Validate the manifest (files included) and reply with counts and sums of the training split."""
+    manifest = _manifest(context, check_files=True)
+    stats = site_statistics(manifest)
+    stats["schema"] = manifest.schema.to_dict()
+    stats["warnings"] = list(manifest.warnings)
+    content = RecordDict({keys.STATISTICS: ConfigRecord({keys.STATISTICS_JSON: json.dumps(stats)}),
+                          keys.SITE: _site_record(manifest)})  # fmt: skip
+    return Message(content=content, reply_to=msg)
+
+
+@dataclass
+class _Site:
+    """What a train or evaluate message unpacks to at this site."""
+
+    manifest: Manifest
+    config: RoundConfig
+    server_round: int
+    task: Task
+    model: MultimodalModel
+    device: torch.device
+    features: FeatureSpec
+    cache_dir: Path
+
+    def dataset(self, split: str) -> SiteDataset:
+        return load_site_dataset(self.manifest, self.features, split=split, cache_dir=self.cache_dir)
+
+
+def _unpack(msg: Message, context: Context) -> _Site:
+    record = msg.content[keys.CONFIG]
+    config = RoundConfig.from_record(record)
+    manifest = _manifest(context, check_files=False)
+    features = FeatureSpec.from_json(config.feature_spec)
+    model = build_model(ModelSpec.from_dict(json.loads(config.model_spec)))
+    model.load_state_dict(msg.content[keys.ARRAYS].to_torch_state_dict())
+    return _Site(manifest=manifest, config=config, server_round=int(record.get(keys.SERVER_ROUND, 0)),
+                 task=make_task(config.task, num_classes=max(2, len(features.classes))), model=model,
+                 device=resolve_device(config.device), features=features,
+                 cache_dir=_cache_dir(context, manifest))  # fmt: skip
+
+
+def _site_privacy(context: Context, site: _Site) -> SitePrivacy | None:
+    """The site's DP round context (its ledger opened and checked), or None without DP."""
+    settings = site.config.privacy
+    if not settings.enabled:
+        return None
+    root = ledger_root(settings, state_dir=str(context.node_config.get("state-dir", "")),
+                       run_dir=str(context.run_config.get("run-dir", "")))  # fmt: skip
+    cap = context.node_config.get("privacy-budget")
+    personalization = site.config.personalization
+    return SitePrivacy(settings=settings, ledger=PrivacyLedger.open(root, site.manifest.site), run_id=str(context.run_id),
+                       server_round=site.server_round, rounds=site.config.rounds,
+                       budget_cap=None if cap is None else float(cap),
+                       extra_epochs=personalization.epochs if personalization.name == "finetune" else 0.0)  # fmt: skip
+
+
+def train(msg: Message, context: Context) -> Message:
+    """One round of local training from the global weights; reply with the modules trained.
+
+    Under DP a round that would pass the site's budget is refused: the reply carries a
+    ``STATUS`` record and the epsilon spent, and no arrays.
+    """
+    site = _unpack(msg, context)
+    try:
+        result = personal_round(site.model, site.dataset("train"), site.task, site.config.train,
+                                site.config.personalization, state_dir=site_state_dir(context, site.manifest.site),
+                                seed=round_seed(site.config.seed, site.server_round, site.manifest.site),
+                                device=site.device, server_round=site.server_round,
+                                privacy=_site_privacy(context, site))  # fmt: skip
+    except BudgetExceeded as refusal:
+        log(WARNING, "round %s: %s", site.server_round, refusal)
+        content = RecordDict({
+            keys.STATUS: ConfigRecord({keys.STATUS_CODE: keys.BUDGET_REFUSAL, keys.STATUS_REASON: str(refusal)}),
+            keys.METRICS: MetricRecord({keys.EPSILON: refusal.spent, "train-refused": 1}),
+            keys.SITE: _site_record(site.manifest),
+        })  # fmt: skip
+        return Message(content=content, reply_to=msg)
+    content = RecordDict({keys.ARRAYS: ArrayRecord(result.state), keys.METRICS: MetricRecord(result.metrics()),
+                          keys.SITE: _site_record(site.manifest)})  # fmt: skip
+    return Message(content=content, reply_to=msg)
+
+
+def evaluate_round(msg: Message, context: Context) -> Message:
+    """Per-round figures of the global model on the split named in the config (``val``)."""
+    site = _unpack(msg, context)
+    split = site.config.split
+    dataset = site.dataset(split)
+    result = evaluate(site.model, dataset, site.task, device=site.device)
+    metrics = {keys.NUM_EXAMPLES: len(dataset), **{f"{split}-{k}": float(v) for k, v in result.items()}}
+    content = RecordDict({keys.METRICS: MetricRecord(metrics), keys.SITE: _site_record(site.manifest)})
+    return Message(content=content, reply_to=msg)
+
+
+def evaluate_final(msg: Message, context: Context) -> Message:
+    """Score the final global model (and this site's personalised one) on the local test split.
+
+    The threshold is chosen on the local validation split; metrics and bootstrap intervals
+    are computed here, and only those figures travel.
+    """
+    site = _unpack(msg, context)
+    config, name = site.config, site.manifest.site
+    val_set, test_set = site.dataset("val"), site.dataset("test")
+    common = {"site": name, "val_set": val_set, "test_set": test_set, "task": site.task, "device": site.device,
+              "n_boot": config.bootstrap, "seed": round_seed(config.seed, site.server_round, name)}  # fmt: skip
+    evaluations = [evaluate_at_site(site.model, model_name="global", **common)]
+    if config.personalization.name != "none":
+        personal, steps, note = personal_model(site.model, site.dataset("train"), site.task, config.train,
+                                               config.personalization, state_dir=site_state_dir(context, name),
+                                               seed=common["seed"], device=site.device,
+                                               privacy=_site_privacy(context, site))  # fmt: skip
+        result = evaluate_at_site(personal, model_name="personalized", train_steps=steps, **common)
+        if note:
+            result = replace(result, note="; ".join(filter(None, [result.note, note])))
+        evaluations.append(result)
+    content = RecordDict({
+        keys.EVALUATION: ConfigRecord({keys.EVALUATION_JSON: json.dumps([e.to_dict() for e in evaluations])}),
+        keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: len(test_set)}),
+        keys.SITE: _site_record(site.manifest),
+    })  # fmt: skip
+    return Message(content=content, reply_to=msg)
