@@ -55,7 +55,7 @@ from simulation.evaluation import evaluate_sites, pooled_test_metrics, summarise
 from simulation.inprocess_grid import run_server_in_process
 from simulation.prepare import prepare_sites
 from simulation.results import json_safe
-from simulation.run import TABLE_METRICS
+from simulation.scoring import TABLE_METRICS
 
 __all__ = ["DATASETS", "FEDERATED_LABEL", "expand_heads", "main", "parse_args", "train_federated"]
 

@@ -4,8 +4,9 @@ round, and how long each round after it takes.
 Each repeat runs the real command in a subprocess (the SuperLink, ``flwr run``, the simulation
 engine and the ClientApps all start from nothing) and watches the run folder from outside:
 
-- ``ready``: the SuperLink's log appears, so the CLI has imported, loaded the data, written
-  and validated the manifests (``logs/superlink.log`` is created right before it starts);
+- ``ready``: ``flower_run_config.toml`` appears, so the CLI has imported, loaded the data,
+  written and validated the manifests, and submits the app (the SuperLink starts beside the
+  data, when the repeat begins);
 - ``statistics done``: ``federated/site_statistics.json`` is written, after the SuperLink,
   ``flwr run``, the simulation engine (Ray), the ServerApp, the ClientApps and the statistics
   round: round 1 starts here;
@@ -49,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "startup"
 #: phase -> what it measures, in the order of the table.
 PHASES = {
-    "ready_s": "imports, data, manifests (until the SuperLink starts)",
+    "ready_s": "imports, data, manifests (until the app is submitted)",
     "statistics_done_s": "SuperLink, flwr run, Ray, ServerApp, ClientApps, statistics round",
     "first_round_done_s": "round 1 trained, validated and checkpointed",
     "per_round_s": "median time per later round",
@@ -87,7 +88,7 @@ def time_run(overrides: list[str], run_dir: Path, env: dict[str, str], *, timeou
     """
     command = [sys.executable, "-m", "simulation.cli", "simulate", *overrides, f"hydra.run.dir={run_dir}"]
     output = run_dir.parent / f"{run_dir.name}.out"
-    superlink_log = run_dir / "logs" / "superlink.log"
+    submitted = run_dir / "flower_run_config.toml"
     stats_file, progress = run_dir / "federated" / "site_statistics.json", run_dir / "federated" / "progress.json"
     start, wall_start = time.monotonic(), time.time()
     ready, rounds = None, {}
@@ -99,7 +100,7 @@ def time_run(overrides: list[str], run_dir: Path, env: dict[str, str], *, timeou
                 now = time.monotonic() - start
                 if now > timeout_s:
                     raise RuntimeError(f"the run passed {timeout_s:.0f} s; see {output}")
-                if ready is None and superlink_log.exists():
+                if ready is None and submitted.exists():
                     ready = now
                 done, stamp = _round_of(progress), _mtime(progress)
                 if done is not None and stamp is not None:

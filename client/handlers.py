@@ -1,6 +1,6 @@
-"""What each ClientApp message does at a site: unpack the message, call the plain functions,
-pack the reply. ``client.app`` registers these with Flower and imports this module at the
-first message.
+"""What the training and evaluation messages do at a site: unpack the message, call the plain
+functions, pack the reply (the statistics query is :mod:`client.site_query`). ``client.app``
+registers these with Flower and loads this module after the site's first statistics reply.
 
 Node facts come from ``node_config``: ``manifest`` (this site's CSV), optional ``cache-dir``,
 ``state-dir`` (where the site keeps what is its own: personalised weights, its privacy
@@ -23,37 +23,20 @@ from flwr.common.logger import log
 
 from client import messages as keys
 from client.data import SiteDataset, default_cache_dir, load_site_dataset
-from client.features import FeatureSpec, site_statistics
+from client.features import FeatureSpec
 from client.ledger import PrivacyLedger
-from client.manifest import Manifest, read_manifest
+from client.manifest import Manifest
 from client.messages import RoundConfig
 from client.personalization import personal_model, personal_round
 from client.privacy import BudgetExceeded, SitePrivacy, ledger_root
 from client.round import round_seed
-from client.schema import Schema
-from client.splits import with_site_splits
 from client.site_evaluation import evaluate_at_site
+from client.site_query import read_site_manifest, site_manifest_path, site_record
 from client.train import evaluate, resolve_device
 from fusion_models.model import ModelSpec, MultimodalModel, build_model
 from fusion_models.task import Task, make_task
 
-__all__ = ["query", "train", "evaluate_round", "evaluate_final", "site_manifest_path", "site_state_dir"]
-
-
-def site_manifest_path(context: Context) -> Path:
-    """This node's manifest: ``node_config["manifest"]``, or in simulation the
-    ``partition-id``-th CSV of ``run_config["sites-dir"]``."""
-    if "manifest" in context.node_config:
-        return Path(str(context.node_config["manifest"]))
-    sites_dir = Path(str(context.run_config.get("sites-dir", "")))
-    manifests = sorted(sites_dir.glob("*.csv"))
-    partition = int(context.node_config.get("partition-id", -1))
-    if not 0 <= partition < len(manifests):
-        raise ValueError(
-            f"node has no 'manifest' in its node config and partition-id {partition} does not pick one of "
-            f"the {len(manifests)} manifests in sites-dir {sites_dir!s}"
-        )
-    return manifests[partition]
+__all__ = ["evaluate_final", "evaluate_round", "site_state_dir", "train"]
 
 
 def site_state_dir(context: Context, site: str) -> Path:
@@ -68,34 +51,9 @@ def site_state_dir(context: Context, site: str) -> Path:
     return site_manifest_path(context).parent / ".fedfusion-state" / site
 
 
-def _manifest(context: Context, *, check_files: bool) -> Manifest:
-    path = site_manifest_path(context)
-    schema_path = path.parent / "schema.yaml"
-    schema = Schema.load(schema_path) if schema_path.is_file() else None
-    manifest = read_manifest(path, schema=schema, check_files=check_files)
-    # without a split column the site splits itself, the same way in every process
-    return with_site_splits(manifest, val_fraction=float(context.node_config.get("val-fraction", 0.15)),
-                            test_fraction=float(context.node_config.get("test-fraction", 0.2)))
-
-
 def _cache_dir(context: Context, manifest: Manifest) -> Path:
     configured = context.node_config.get("cache-dir")
     return Path(str(configured)) if configured else default_cache_dir(manifest)
-
-
-def _site_record(manifest: Manifest) -> ConfigRecord:
-    return ConfigRecord({keys.SITE_NAME: manifest.site})
-
-
-def query(msg: Message, context: Context) -> Message:
-    """Validate the manifest (files included) and reply with counts and sums of the training split."""
-    manifest = _manifest(context, check_files=True)
-    stats = site_statistics(manifest)
-    stats["schema"] = manifest.schema.to_dict()
-    stats["warnings"] = list(manifest.warnings)
-    content = RecordDict({keys.STATISTICS: ConfigRecord({keys.STATISTICS_JSON: json.dumps(stats)}),
-                          keys.SITE: _site_record(manifest)})  # fmt: skip
-    return Message(content=content, reply_to=msg)
 
 
 @dataclass
@@ -118,7 +76,7 @@ class _Site:
 def _unpack(msg: Message, context: Context) -> _Site:
     record = msg.content[keys.CONFIG]
     config = RoundConfig.from_record(record)
-    manifest = _manifest(context, check_files=False)
+    manifest = read_site_manifest(context, check_files=False)
     features = FeatureSpec.from_json(config.feature_spec)
     model = build_model(ModelSpec.from_dict(json.loads(config.model_spec)))
     model.load_state_dict(msg.content[keys.ARRAYS].to_torch_state_dict())
@@ -161,11 +119,11 @@ def train(msg: Message, context: Context) -> Message:
         content = RecordDict({
             keys.STATUS: ConfigRecord({keys.STATUS_CODE: keys.BUDGET_REFUSAL, keys.STATUS_REASON: str(refusal)}),
             keys.METRICS: MetricRecord({keys.EPSILON: refusal.spent, "train-refused": 1}),
-            keys.SITE: _site_record(site.manifest),
+            keys.SITE: site_record(site.manifest),
         })  # fmt: skip
         return Message(content=content, reply_to=msg)
     content = RecordDict({keys.ARRAYS: ArrayRecord(result.state), keys.METRICS: MetricRecord(result.metrics()),
-                          keys.SITE: _site_record(site.manifest)})  # fmt: skip
+                          keys.SITE: site_record(site.manifest)})  # fmt: skip
     return Message(content=content, reply_to=msg)
 
 
@@ -176,7 +134,7 @@ def evaluate_round(msg: Message, context: Context) -> Message:
     dataset = site.dataset(split)
     result = evaluate(site.model, dataset, site.task, device=site.device)
     metrics = {keys.NUM_EXAMPLES: len(dataset), **{f"{split}-{k}": float(v) for k, v in result.items()}}
-    content = RecordDict({keys.METRICS: MetricRecord(metrics), keys.SITE: _site_record(site.manifest)})
+    content = RecordDict({keys.METRICS: MetricRecord(metrics), keys.SITE: site_record(site.manifest)})
     return Message(content=content, reply_to=msg)
 
 
@@ -204,6 +162,6 @@ def evaluate_final(msg: Message, context: Context) -> Message:
     content = RecordDict({
         keys.EVALUATION: ConfigRecord({keys.EVALUATION_JSON: json.dumps([e.to_dict() for e in evaluations])}),
         keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: len(test_set)}),
-        keys.SITE: _site_record(site.manifest),
+        keys.SITE: site_record(site.manifest),
     })  # fmt: skip
     return Message(content=content, reply_to=msg)

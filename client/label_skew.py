@@ -14,19 +14,12 @@ from __future__ import annotations
 
 import torch
 
+from client.settings import check_label_skew
 from fusion_models.task import Task
 
-__all__ = ["LABEL_SKEW_MODES", "label_offsets", "check_label_skew"]
+__all__ = ["label_offsets"]
 
-LABEL_SKEW_MODES = ("none", "logit_adjust")
 _CLASSIFICATION = ("binary", "multiclass")
-
-
-def check_label_skew(mode: str) -> str:
-    """``mode`` if known, else a ValueError naming ``train.label_skew`` and the options."""
-    if mode not in LABEL_SKEW_MODES:
-        raise ValueError(f"train.label_skew: unknown {mode!r}; expected one of {list(LABEL_SKEW_MODES)}")
-    return mode
 
 
 def label_offsets(mode: str, task: Task, target: torch.Tensor) -> torch.Tensor | None:

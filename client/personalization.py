@@ -31,10 +31,11 @@ import torch
 
 from client.atomic_io import atomic_open
 from client.data import SiteDataset
-from client.privacy import BudgetExceeded, PrivacyRefused, SitePrivacy, dp_refusals
+from client.privacy import BudgetExceeded, PrivacyRefused, SitePrivacy
 from client.round import RoundResult, train_round
-from client.settings import PersonalizationSettings, TrainSettings
-from fusion_models.model import MultimodalModel, module_of
+from client.settings import PersonalizationSettings, TrainSettings, dp_refusals
+from fusion_models.model import MultimodalModel
+from fusion_models.module_keys import module_of
 from fusion_models.task import Task
 
 __all__ = [

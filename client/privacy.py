@@ -3,7 +3,7 @@ wrapping of one round's model, optimiser and loader.
 
 Every round of a DP site goes through :func:`client.round.train_round`, which
 
-1. refuses what DP-SGD cannot cover (:func:`dp_refusals`: survival's Cox loss, a loss that
+1. refuses what DP-SGD cannot cover (:func:`client.settings.dp_refusals`: survival's Cox loss, a loss that
    depends on the site's label counts, personal models trained without DP);
 2. plans the round (:func:`plan_round`): Poisson sampling rate ``q = 1 / ceil(n / batch)``,
    the round's steps, and the noise multiplier, sized once for the whole planned run;
@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data._utils.collate import default_collate
 
 from client.ledger import History, PrivacyLedger, merged_history
-from client.settings import PersonalizationSettings, PrivacySettings, TrainSettings
+from client.settings import PrivacySettings, TrainSettings
 
 __all__ = [
     "DPPlan",
@@ -48,7 +48,6 @@ __all__ = [
     "PrivacyRefused",
     "SitePrivacy",
     "default_delta",
-    "dp_refusals",
     "ledger_root",
     "plan_round",
     "round_steps",
@@ -88,25 +87,6 @@ def round_steps(n: int, train: TrainSettings) -> tuple[int, int]:
     """(batches per epoch, steps of one round) for ``n`` training rows, as :func:`client.train.train_local` counts them."""
     batches = max(1, math.ceil(n / train.batch_size))
     return batches, max(1, math.ceil(train.epochs * batches))
-
-
-def dp_refusals(*, task: str, train: TrainSettings, personalization: PersonalizationSettings | None = None) -> list[str]:
-    """Why DP-SGD cannot make this combination private ([] when it can).
-
-    Allowed: modality dropout (per-sample randomness), the heads' and encoders' auxiliary
-    losses (each a batch mean of per-sample terms), FedProx's proximal term (added after the
-    noise), logit adjustment (its offset is the label counts the statistics round already
-    sends), FedPer (kept modules train under DP-SGD) and finetune (through the same DP round).
-    """
-    problems = []
-    if task == "survival":
-        problems.append("task survival: the Cox partial likelihood couples the samples of a risk set, so clipping "
-                        "per-sample gradients does not bound one patient's influence on the others' terms and no "
-                        "epsilon would hold; train survival with privacy=none")  # fmt: skip
-    if personalization is not None and personalization.name == "ditto":
-        problems.append("personalization=ditto: the personal model trains every round beside the global one, which "
-                        "would spend the budget twice a round; use personalization=finetune, fedper or none")  # fmt: skip
-    return problems
 
 
 def ledger_root(settings: PrivacySettings, *, state_dir: str | None, run_dir: str | None) -> Path:

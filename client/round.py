@@ -19,10 +19,11 @@ from client.data import SiteDataset
 from client.label_skew import label_offsets
 from client.ledger import LedgerEntry
 from client.messages import EPSILON, NUM_EXAMPLES, module_weight_key
-from client.privacy import BudgetExceeded, DPRound, PrivacyRefused, SitePrivacy, dp_refusals, plan_round
-from client.settings import TrainSettings
+from client.privacy import BudgetExceeded, DPRound, PrivacyRefused, SitePrivacy, plan_round
+from client.settings import TrainSettings, dp_refusals
 from client.train import train_local
-from fusion_models.model import MultimodalModel, module_of
+from fusion_models.model import MultimodalModel
+from fusion_models.module_keys import module_of
 from fusion_models.task import Task
 
 __all__ = ["RoundResult", "train_round", "site_update", "round_seed"]

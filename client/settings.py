@@ -9,15 +9,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from client.label_skew import check_label_skew
-
 __all__ = ["TrainSettings", "PersonalizationSettings", "PrivacySettings", "PERSONALIZATIONS", "PRIVACY_MODES",
-           "ACCOUNTANTS", "GRAD_SAMPLE_MODES"]  # fmt: skip
+           "ACCOUNTANTS", "GRAD_SAMPLE_MODES", "LABEL_SKEW_MODES", "check_label_skew", "dp_refusals"]  # fmt: skip
 
 PERSONALIZATIONS = ("none", "finetune", "fedper", "ditto")
 PRIVACY_MODES = ("none", "dp")
 ACCOUNTANTS = ("rdp", "prv")
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew")
+#: Label-skew modes; what each does is in :mod:`client.label_skew`.
+LABEL_SKEW_MODES = ("none", "logit_adjust")
+
+
+def check_label_skew(mode: str) -> str:
+    """``mode`` if known, else a ValueError naming ``train.label_skew`` and the options."""
+    if mode not in LABEL_SKEW_MODES:
+        raise ValueError(f"train.label_skew: unknown {mode!r}; expected one of {list(LABEL_SKEW_MODES)}")
+    return mode
 
 
 @dataclass(frozen=True)
@@ -165,3 +172,22 @@ class PrivacySettings:
     def limit(self) -> float:
         """The lifetime epsilon limit: ``budget``, else ``target_epsilon``."""
         return float(self.budget if self.budget is not None else self.target_epsilon)
+
+
+def dp_refusals(*, task: str, train: TrainSettings, personalization: PersonalizationSettings | None = None) -> list[str]:
+    """Why DP-SGD cannot make this combination private ([] when it can).
+
+    Allowed: modality dropout (per-sample randomness), the heads' and encoders' auxiliary
+    losses (each a batch mean of per-sample terms), FedProx's proximal term (added after the
+    noise), logit adjustment (its offset is the label counts the statistics round already
+    sends), FedPer (kept modules train under DP-SGD) and finetune (through the same DP round).
+    """
+    problems = []
+    if task == "survival":
+        problems.append("task survival: the Cox partial likelihood couples the samples of a risk set, so clipping "
+                        "per-sample gradients does not bound one patient's influence on the others' terms and no "
+                        "epsilon would hold; train survival with privacy=none")  # fmt: skip
+    if personalization is not None and personalization.name == "ditto":
+        problems.append("personalization=ditto: the personal model trains every round beside the global one, which "
+                        "would spend the budget twice a round; use personalization=finetune, fedper or none")  # fmt: skip
+    return problems

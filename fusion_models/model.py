@@ -11,8 +11,9 @@ from torch import nn
 
 from fusion_models.encoders import ENCODERS
 from fusion_models.fusion import FUSIONS
+from fusion_models.module_keys import module_of
 
-__all__ = ["ModelSpec", "MultimodalModel", "build_model", "module_groups", "module_of"]
+__all__ = ["ModelSpec", "MultimodalModel", "build_model", "module_groups"]
 
 _SPEC_VERSION = 1
 
@@ -140,12 +141,6 @@ def build_model(spec: ModelSpec, *, seed: int | None = None) -> MultimodalModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return MultimodalModel(spec)
-
-
-def module_of(key: str) -> str:
-    """Aggregation module of a state-dict key: ``encoders.<modality>`` or ``fusion``."""
-    parts = key.split(".")
-    return ".".join(parts[:2]) if parts[0] == "encoders" else parts[0]
 
 
 def module_groups(model: MultimodalModel) -> dict[str, list[str]]:

@@ -1,6 +1,7 @@
-"""What the ServerApp runs: a federated statistics round, then modality-aware rounds with an
-atomic checkpoint and per-site metrics after each, then a final evaluation round at the sites.
-``server.app`` registers :func:`run` with Flower and imports this module when the run starts."""
+"""What the ServerApp runs after the statistics round (``server.statistics_round``): the
+schema the sites agree on, modality-aware rounds with an atomic checkpoint and per-site
+metrics after each, then a final evaluation round at the sites. ``server.app`` imports this
+module while the sites compute their statistics."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 from logging import INFO
 from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
@@ -18,30 +19,18 @@ from client import messages as keys
 from client.atomic_io import atomic_write_text
 from client.features import merge_statistics
 from client.messages import RoundConfig
-from client.privacy import dp_refusals
 from client.schema import Schema
+from client.settings import dp_refusals
 from client.site_schema import rare_classes_of_counts
 from fusion_models.model import build_model
 from server.central_accounting import CENTRAL_PRIVACY_FILE
 from server.checkpoint import save_checkpoint
-from server.default_config import settings_from_run_config
 from server.final_evaluation import SITE_EVALUATION_FILE, run_final_evaluation, write_site_evaluations
 from server.model_setup import make_model_spec
 from server.settings import RunSettings
 from server.strategies import build_strategy
 
 __all__ = ["run", "agree_on_schema"]
-
-_NODE_WAIT_S = 120.0
-
-
-def _wait_for_nodes(grid: Grid, count: int) -> list[int]:
-    deadline = time.monotonic() + _NODE_WAIT_S
-    while True:
-        nodes = sorted(grid.get_node_ids())
-        if len(nodes) >= count or time.monotonic() > deadline:
-            return nodes
-        time.sleep(1.0)
 
 
 def agree_on_schema(stats: list[dict]) -> tuple[Schema, str]:
@@ -69,23 +58,6 @@ def agree_on_schema(stats: list[dict]) -> tuple[Schema, str]:
     return schema, first["task"]
 
 
-def _collect_statistics(grid: Grid, nodes: list[int]) -> list[dict]:
-    messages = [
-        Message(RecordDict({keys.CONFIG: ConfigRecord({keys.QUERY_KIND: keys.STATISTICS_QUERY})}), dst_node_id=n,
-                message_type="query")  # fmt: skip
-        for n in nodes
-    ]
-    stats, failures = [], []
-    for reply in grid.send_and_receive(messages):
-        if reply.has_error():
-            failures.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
-        else:
-            stats.append(json.loads(reply.content[keys.STATISTICS][keys.STATISTICS_JSON]))
-    if failures:
-        raise RuntimeError("sites failed the statistics round:\n  " + "\n  ".join(failures))
-    return sorted(stats, key=lambda s: s["site"])
-
-
 def _check_private(model, task: str, settings) -> None:
     """Refuse a DP run before round 1 if DP-SGD cannot make it private (the task is known
     only now) or Opacus cannot wrap the model (``settings``: the run settings); the message
@@ -102,15 +74,13 @@ def _check_private(model, task: str, settings) -> None:
         settings.privacy.accountant, settings.privacy.grad_sample_mode)  # fmt: skip
 
 
-def run(grid: Grid, context: Context) -> None:
-    """Run the federation described by the run config (see ``settings_from_run_config``)."""
-    settings = settings_from_run_config(dict(context.run_config))
+def run(grid: Grid, context: Context, *, settings: RunSettings, nodes: list[int], stats: list[dict]) -> None:
+    """Run the federation of ``settings`` (the run config's, see ``settings_from_run_config``)
+    over ``nodes``, whose statistics round (``server.statistics_round``) gave ``stats``."""
     run_dir = Path(str(context.run_config.get("run-dir", "")) or f"outputs/flwr-run-{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     federated_dir = run_dir / "federated"
     federated_dir.mkdir(parents=True, exist_ok=True)
 
-    nodes = _wait_for_nodes(grid, settings.num_sites)
-    stats = _collect_statistics(grid, nodes)
     schema, inferred_task = agree_on_schema(stats)
     task = inferred_task if settings.task == "auto" else settings.task
     features = merge_statistics(stats, schema=schema, task=task)

@@ -7,8 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from client.privacy import dp_refusals
-from client.settings import PersonalizationSettings, PrivacySettings, TrainSettings
+from client.settings import PersonalizationSettings, PrivacySettings, TrainSettings, dp_refusals
 
 __all__ = ["CENTRAL_DP", "CentralDPSettings", "ModelSettings", "RunSettings", "StrategySettings"]
 

@@ -9,8 +9,9 @@ staged copy of just ``pyproject.toml`` and the ``fab-include`` files makes the s
 from __future__ import annotations
 
 import shutil
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 __all__ = ["stage_app", "bundle_files"]
 

@@ -23,13 +23,11 @@ References:
 
 from __future__ import annotations
 
-import inspect
 import math
 import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 import torch
@@ -45,14 +43,12 @@ from fusion_models.model import ModelSpec, build_model
 from fusion_models.registry import Registry
 from fusion_models.task import Task
 from simulation.attack_results import POOLED, AttackReport, membership_metrics
+from simulation.attack_settings import ATTACK_TASKS, AttackSettings, check_attack_task
 from simulation.baselines import concat_sites
 
-__all__ = ["ATTACKS", "AttackScores", "AttackSettings", "Candidates", "ShadowTraining", "balanced_keep", "candidates",
-           "check_attack_task", "likelihood_ratio", "lira_attack", "logit_confidence", "loss_attack", "per_sample_loss",
+__all__ = ["ATTACKS", "AttackScores", "Candidates", "ShadowTraining", "balanced_keep", "candidates",
+           "likelihood_ratio", "lira_attack", "logit_confidence", "loss_attack", "per_sample_loss",
            "run_attacks"]  # fmt: skip
-
-_TASKS = ("binary", "multiclass", "regression")
-
 
 @dataclass(frozen=True)
 class ShadowTraining:
@@ -109,12 +105,6 @@ AttackFn = Callable[..., AttackScores]
 ATTACKS: Registry[AttackFn] = Registry("membership-inference attack")
 
 # option -> (test of a valid value, what it must be); each attack reads only its own
-_OPTION_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "shadows": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 3, "an integer >= 3"),
-    "mode": (lambda v: v in ("auto", "online", "offline"), "auto, online or offline"),
-}
-
-
 def _rows(dataset: SiteDataset, index: np.ndarray) -> SiteDataset:
     positions = torch.as_tensor(np.asarray(index, dtype=np.int64))
     return SiteDataset(inputs={m: t[positions] for m, t in dataset.inputs.items()}, present=dataset.present[positions],
@@ -175,7 +165,7 @@ def logit_confidence(model: torch.nn.Module, dataset: SiteDataset, task: Task, *
         return (true - rest).numpy()
     if task.name == "regression":
         return (-((outputs[:, 0] - target.double().reshape(-1)) ** 2)).numpy()
-    raise ValueError(f"attack: task {task.name!r} is not supported; supported: {list(_TASKS)}")
+    raise ValueError(f"attack: task {task.name!r} is not supported; supported: {list(ATTACK_TASKS)}")
 
 
 @ATTACKS.register("loss")
@@ -302,51 +292,6 @@ def lira_attack(model: torch.nn.Module, candidates: Candidates, *, task: Task, t
             f"over rows (Carlini et al. 2022)")  # fmt: skip
     details = {"target": target, "shadow": shadow_stats, "keep": shadow_keep, "pool_keep": keep}
     return AttackScores(scores=scores, note=note, details=details)
-
-
-@dataclass(frozen=True)
-class AttackSettings:
-    """``attack=`` of the config: an attack's name (``none``: no attack) and its options."""
-
-    name: str = "none"
-    options: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def enabled(self) -> bool:
-        return self.name != "none"
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any] | None) -> AttackSettings:
-        """Check ``configs/attack/<name>.yaml`` (with overrides); errors name the key."""
-        options = dict(section or {"name": "none"})
-        name = str(options.pop("name", "none"))
-        if name == "none":
-            if options:
-                raise ValueError(f"attack=none takes no options, got {sorted(options)}")
-            return cls()
-        try:
-            fn = ATTACKS.get(name)
-        except KeyError as error:
-            raise ValueError(f"attack={name}: {error.args[0]} (or none)") from None
-        known = [p for p, v in inspect.signature(fn).parameters.items() if v.default is not inspect.Parameter.empty]
-        problems = [f"attack.{k}: attack={name} has no such option (options: {', '.join(known) or 'none'})"
-                    for k in options if k not in known]  # fmt: skip
-        problems += [f"attack.{k} must be {_OPTION_CHECKS[k][1]}, got {v!r}" for k, v in options.items()
-                     if k in known and k in _OPTION_CHECKS and not _OPTION_CHECKS[k][0](v)]  # fmt: skip
-        if name == "lira" and options.get("mode") == "online" and isinstance(options.get("shadows"), int) \
-                and options["shadows"] < 4:  # fmt: skip
-            problems.append(f"attack.mode=online needs attack.shadows >= 4, got {options['shadows']}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return cls(name=name, options=options)
-
-
-def check_attack_task(settings: AttackSettings, task: str) -> None:
-    """Refuse, before the federation, an attack the task cannot support."""
-    if settings.enabled and task not in _TASKS:
-        raise ValueError(f"attack={settings.name}: task {task} has no per-sample loss (the Cox partial "
-                         f"likelihood couples the samples of a risk set); attacks support {list(_TASKS)}; "
-                         f"set attack=none")  # fmt: skip
 
 
 def run_attacks(settings: AttackSettings, model: torch.nn.Module, data: dict[str, dict[str, SiteDataset]], task: Task,

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from client.settings import PRIVACY_MODES
 from server.default_config import check_values, resolve_config
 from server.settings import CENTRAL_DP, RunSettings
-from simulation.attacks import AttackSettings
+from simulation.attack_settings import AttackSettings
 
 __all__ = ["SimulationConfig", "BASELINES"]
 

@@ -25,7 +25,7 @@ import tomli_w
 
 from simulation.app_bundle import stage_app
 
-__all__ = ["FederationError", "run_federation", "client_cpus", "flower_environment", "free_port", "stop_process_group",
+__all__ = ["FederationError", "FederationEngine", "federation_engine", "client_cpus", "flower_environment", "free_port", "stop_process_group",
            "stop_pid", "alive", "descendants", "LocalSuperLink", "find_local_superlinks", "superlink_command"]  # fmt: skip
 
 _STARTUP_TIMEOUT_S = 60.0
@@ -154,30 +154,34 @@ def _wait_until_listening(port: int, process: subprocess.Popen, log_file: Path) 
     raise FederationError(f"the SuperLink did not listen on 127.0.0.1:{port} within {_STARTUP_TIMEOUT_S:.0f} s; see {log_file}")
 
 
-@contextmanager
-def simulation_superlink(flwr_home: Path, log_dir: Path) -> Iterator[str]:
-    """Start a SuperLink in simulation mode on loopback; yields the connection name to use."""
-    http_port, control_port = free_port(), free_port()
-    log_file = log_dir / "superlink.log"
-    command = [
-        _bin("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
-        "--host", "127.0.0.1", "--port", str(http_port),
-        "--control-api-address", f"127.0.0.1:{control_port}",
-        "--disable-runtime-dependency-installation",
-    ]  # fmt: skip
-    connection = "fedfusion-local"
-    config = {"superlink": {"default": connection, connection: {"address": f"127.0.0.1:{http_port}", "insecure": True}}}
-    (flwr_home / "config.toml").write_text(tomli_w.dumps(config))
-    with log_file.open("ab") as log:
-        process = subprocess.Popen(
-            command, env=flower_environment(flwr_home), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-    try:
-        _wait_until_listening(http_port, process, log_file)
-        yield connection
-    finally:
-        stop_process_group(process)
+class _SimulationSuperLink:
+    """A SuperLink in simulation mode on loopback, started at construction; :meth:`connection`
+    waits until it listens. ``flwr run`` reaches it by the connection name this writes to
+    ``flwr_home/config.toml``."""
+
+    name = "fedfusion-local"
+
+    def __init__(self, flwr_home: Path, log_file: Path) -> None:
+        self.port, control_port = free_port(), free_port()
+        self.log_file = log_file
+        command = [
+            _bin("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--control-api-address", f"127.0.0.1:{control_port}",
+            "--disable-runtime-dependency-installation",
+        ]  # fmt: skip
+        config = {"superlink": {"default": self.name, self.name: {"address": f"127.0.0.1:{self.port}", "insecure": True}}}
+        (flwr_home / "config.toml").write_text(tomli_w.dumps(config))
+        with log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, env=flower_environment(flwr_home), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+
+    def connection(self) -> str:
+        """The connection name for ``flwr run``, once the SuperLink listens."""
+        _wait_until_listening(self.port, self.process, self.log_file)
+        return self.name
 
 
 #: Fewest cores per simulated ClientApp actor in a short run. Each actor is a process that
@@ -206,45 +210,70 @@ def client_cpus(num_sites: int, *, rounds: int | None = None, cpu_count: int | N
     return max(1, total // actors)
 
 
-def run_federation(
-    *,
-    app_dir: Path,
-    run_dir: Path,
-    run_config: dict[str, str | int | float | bool],
-    num_sites: int,
-    on_line: Callable[[str], None] | None = None,
-    timeout_s: float = 3600.0,
-) -> None:
-    """Run one federated training on the simulation engine and wait for it to finish.
+class FederationEngine:
+    """Flower's simulation engine for one run folder: a SuperLink started when the engine is
+    (see :func:`federation_engine`), and :meth:`run`, which submits the app to it."""
 
-    Args:
-        app_dir: the project folder holding ``pyproject.toml`` with ``[tool.flwr.app]``; its
-            ``fab-include`` files are staged apart first (``simulation.app_bundle``).
-        run_dir: the run's output folder; Flower's logs go to ``run_dir/logs``.
-        run_config: values for ``[tool.flwr.app.config]`` (passed as a TOML file).
-        num_sites: simulated SuperNodes, one per site manifest.
-        on_line: called with each line ``flwr run --stream`` prints.
-        timeout_s: the run is stopped after this long.
-    """
+    def __init__(self, run_dir: Path, flwr_home: Path, superlink: _SimulationSuperLink) -> None:
+        self.run_dir, self.flwr_home, self.superlink = run_dir, flwr_home, superlink
+        self.submitted = False
+
+    def run(
+        self,
+        *,
+        app_dir: Path,
+        run_config: dict[str, str | int | float | bool],
+        num_sites: int,
+        on_line: Callable[[str], None] | None = None,
+        timeout_s: float = 3600.0,
+    ) -> None:
+        """Run one federated training on the engine and wait for it to finish.
+
+        Args:
+            app_dir: the project folder holding ``pyproject.toml`` with ``[tool.flwr.app]``; its
+                ``fab-include`` files are staged apart first (``simulation.app_bundle``).
+            run_config: values for ``[tool.flwr.app.config]`` (passed as a TOML file).
+            num_sites: simulated SuperNodes, one per site manifest.
+            on_line: called with each line ``flwr run --stream`` prints.
+            timeout_s: the run is stopped after this long.
+        """
+        self.submitted = True
+        config_file = self.run_dir / "flower_run_config.toml"
+        config_file.write_text(tomli_w.dumps(run_config))
+        rounds = json.loads(str(run_config.get("config-json") or "{}")).get("rounds")
+        cpus = client_cpus(num_sites, rounds=rounds)
+        staged = stage_app(app_dir, self.flwr_home / "app")
+        command = [
+            _bin("flwr"), "run", str(staged), self.superlink.connection(),
+            "--run-config", str(config_file),
+            "--federation-config", f"num-supernodes={num_sites} client-resources-num-cpus={cpus}",
+            "--stream",
+        ]  # fmt: skip
+        _stream(command, self.flwr_home, self.run_dir / "logs" / "flwr_run.log", on_line, timeout_s)
+
+
+@contextmanager
+def federation_engine(run_dir: Path) -> Iterator[FederationEngine]:
+    """Start a SuperLink for a run in ``run_dir`` now, so that it starts while the caller
+    prepares the sites; stopped by its pid on exit, also after an error. Flower's logs go to
+    ``run_dir/logs``, which is removed again when nothing was submitted (a run that failed
+    on its data leaves no Flower logs to read)."""
     log_dir = run_dir / "logs"
+    fresh_logs = not log_dir.exists()
     log_dir.mkdir(parents=True, exist_ok=True)
     flwr_home = Path(tempfile.mkdtemp(prefix="fedfusion-flwr-"))
-    config_file = run_dir / "flower_run_config.toml"
-    config_file.write_text(tomli_w.dumps(run_config))
-    rounds = json.loads(str(run_config.get("config-json") or "{}")).get("rounds")
-    cpus = client_cpus(num_sites, rounds=rounds)
+    engine = None
     try:
-        staged = stage_app(app_dir, flwr_home / "app")
-        with simulation_superlink(flwr_home, log_dir) as connection:
-            command = [
-                _bin("flwr"), "run", str(staged), connection,
-                "--run-config", str(config_file),
-                "--federation-config", f"num-supernodes={num_sites} client-resources-num-cpus={cpus}",
-                "--stream",
-            ]  # fmt: skip
-            _stream(command, flwr_home, log_dir / "flwr_run.log", on_line, timeout_s)
+        superlink = _SimulationSuperLink(flwr_home, log_dir / "superlink.log")
+        try:
+            engine = FederationEngine(run_dir, flwr_home, superlink)
+            yield engine
+        finally:
+            stop_process_group(superlink.process)
     finally:
         shutil.rmtree(flwr_home, ignore_errors=True)
+        if fresh_logs and (engine is None or not engine.submitted):
+            shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def _stream(

@@ -1,5 +1,7 @@
 """Drive one simulation: sites from public data, the federation on Flower's simulation
-engine, pooled and local-only baselines with the same budget, and the run's outputs."""
+engine, then :mod:`simulation.scoring` (the baselines with the same budget, the scores and the
+run's outputs), once per repeat. This module loads no torch: the CLI submits the app to
+Flower after reading only the data's libraries, and the training stack loads after that."""
 
 from __future__ import annotations
 
@@ -11,73 +13,28 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from client.atomic_io import atomic_write_text
-from client.data import SiteDataset, default_cache_dir, load_site_dataset
-from client.features import FeatureSpec
 from client.manifest import Manifest
-from client.train import resolve_device
-from fusion_models.model import ModelSpec, build_model
-from fusion_models.task import Task, make_task
-from server.checkpoint import load_checkpoint
-from server.final_evaluation import SITE_EVALUATION_FILE, read_site_evaluations
-from simulation.attack_results import ATTACK_FILE, attack_summary_line
-from simulation.attacks import ShadowTraining, check_attack_task, run_attacks
-from simulation.baselines import train_local_only, train_pooled
+from simulation.attack_settings import check_attack_task
 from simulation.config import SimulationConfig
-from simulation.evaluation import evaluate_sites, pooled_test_metrics, summarise_method
-from simulation.explanations import collect_explanations
-from simulation.flower_runner import FederationError, run_federation
+from simulation.datasets import SampleTable
+from simulation.flower_runner import FederationEngine, FederationError, federation_engine
 from simulation.prepare import prepare_sites, schema_summary
-from simulation.privacy_report import baseline_ledger_dir, privacy_lines, run_privacy
 from simulation.repeats import aggregate_repeats, paired_comparison, repeats_markdown
-from simulation.report import print_results, write_all
-from simulation.results import MEAN_SITE, MetricsLog, federated_rows, json_safe
+from simulation.results import json_safe
 
-__all__ = ["simulate", "APP_DIR", "TABLE_METRICS"]
+__all__ = ["simulate", "APP_DIR"]
 
 APP_DIR = Path(__file__).resolve().parents[1]  # holds pyproject.toml with [tool.flwr.app]
-TABLE_METRICS = {
-    "binary": ["auroc", "auprc", "balanced_accuracy", "f1", "ece"],
-    "multiclass": ["auroc", "balanced_accuracy", "f1", "accuracy", "ece"],
-    "regression": ["rmse", "mae", "r2"],
-    "survival": ["c_index"],
-}
 _ROUND = re.compile(r"\[ROUND (\d+)/(\d+)\]")
 
 
-def _partition_summary(manifests: list[Manifest], task: str) -> dict[str, Any]:
-    out = {}
-    for m in manifests:
-        table, schema = m.table, m.schema
-        entry: dict[str, Any] = {s: int(m.split_mask(s).sum()) for s in ("train", "val", "test")}
-        if task in ("binary", "multiclass"):
-            counts = table[schema.label_column].value_counts().sort_index()
-            entry["labels"] = {str(k): int(v) for k, v in counts.items()}
-        elif task == "survival":
-            events = int(table[schema.event_column].astype(float).sum())
-            entry["labels"] = {"events": events, "censored": int(len(table) - events)}
-        entry["modalities"] = {
-            mod: int(len(table)) if mod == "tabular" else int(table[m.schema.modality_columns(mod)].notna().any(axis=1).sum())
-            for mod in m.schema.modalities
-        }
-        out[m.site] = entry
-    return out
-
-
-def _datasets(manifests: list[Manifest], spec: FeatureSpec) -> dict[str, dict[str, SiteDataset]]:
-    return {
-        split: {m.site: load_site_dataset(m, spec, split=split, cache_dir=default_cache_dir(m)) for m in manifests}
-        for split in ("train", "val", "test")
-    }
-
-
-def _run_federation(config: SimulationConfig, run_dir: Path, sites: int, console: Console) -> float:
+def _run_federation(engine: FederationEngine, config: SimulationConfig, run_dir: Path, sites: int, console: Console
+                    ) -> float:
     start = time.monotonic()
     run_config = {"run-dir": str(run_dir), "sites-dir": str(run_dir / "sites"), "config-json": config.run.to_json()}
     with Progress(TextColumn("[bold]federated[/]"), BarColumn(), TextColumn("round {task.completed}/{task.total}"),
@@ -89,29 +46,11 @@ def _run_federation(config: SimulationConfig, run_dir: Path, sites: int, console
             if match:
                 progress.update(bar, completed=int(match.group(1)) - 1)
 
-        run_federation(app_dir=APP_DIR, run_dir=run_dir, run_config=run_config, num_sites=sites, on_line=on_line)
+        engine.run(app_dir=APP_DIR, run_config=run_config, num_sites=sites, on_line=on_line)
         if not (run_dir / "federated" / "done.json").exists():
             raise FederationError(f"the ServerApp did not finish; see {run_dir / 'logs' / 'flwr_run.log'}")
         progress.update(bar, completed=config.run.rounds)
     return time.monotonic() - start
-
-
-def _baseline(name: str, config: SimulationConfig, data, spec: ModelSpec, task: Task, log: MetricsLog,
-              device: torch.device, console: Console, run_dir: Path):  # fmt: skip
-    """Train one baseline; returns (site -> model, seconds, steps per site)."""
-    def on_round(server_round: int, site: str, metrics: dict[str, float]) -> None:
-        log.add(method=name, round=server_round, site=site, split="val", metrics=metrics)
-
-    start = time.monotonic()
-    with console.status(f"[bold]{name}[/] baseline: {config.run.rounds} x {config.run.train.epochs} epochs"):
-        trainer = train_pooled if name == "pooled" else train_local_only
-        trained = trainer(data["train"], data["val"], spec, task, config.run.train, rounds=config.run.rounds,
-                          seed=config.run.seed, device=device, on_round=on_round, privacy=config.run.privacy,
-                          ledger_dir=baseline_ledger_dir(run_dir, name))  # fmt: skip
-    if name == "pooled":
-        model, steps = trained
-        return (lambda site: model), time.monotonic() - start, {site: steps for site in data["test"]}
-    return (lambda site: trained[site][0]), time.monotonic() - start, {site: n for site, (_, n) in trained.items()}
 
 
 def simulate(config: SimulationConfig, run_dir: Path, console: Console | None = None) -> dict[str, Any]:
@@ -156,12 +95,10 @@ def _write_repeats(config: SimulationConfig, run_dir: Path, summaries: list[dict
     return summary
 
 
-def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console, *, first_repeat: bool = True
-                   ) -> dict[str, Any]:
-    """One seed: sites, the federation, the baselines, and the run folder. The privacy warning,
-    the same for every repeat, is printed in the first one only (each report still lists it)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.resolved, sort_keys=False))
+def _prepare_sites(config: SimulationConfig, run_dir: Path, console: Console, *, first_repeat: bool
+                   ) -> tuple[SimulationConfig, SampleTable, list[Manifest], list[str]]:
+    """Write and check the site folders, printing what was read and each warning once;
+    returns the config (its site count as found), the table, the manifests and the warnings."""
     warnings_list: list[str] = []  # each printed once, when it arises; the report lists them all
 
     with warnings.catch_warnings(record=True) as caught:
@@ -187,100 +124,21 @@ def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console, *,
         warnings_list.append("No differential privacy (privacy=none): each site's updates leave it unprotected.")
         if first_repeat:
             console.print(f"[bold yellow]WARNING[/]: {warnings_list[-1]}")
-
-    seconds = {"federated": _run_federation(config, run_dir, len(manifests), console)}
-    checkpoint = load_checkpoint(run_dir / "federated" / "global.pt")
-    features = FeatureSpec.from_json(checkpoint["feature_spec"])
-    spec = ModelSpec.from_dict(checkpoint["model_spec"])
-    task = make_task(features.task, num_classes=max(2, len(features.classes)))
-    device = resolve_device(config.run.device)
-    global_model = build_model(spec)
-    global_model.load_state_dict(checkpoint["state_dict"])
-    data = _datasets(manifests, features)
-
-    log = MetricsLog()
-    federated_rows(run_dir / "federated" / "site_metrics.jsonl", log)
-    metrics = TABLE_METRICS[task.name]
-    methods: dict[str, Any] = {}
-    reported, failures = read_site_evaluations(run_dir / "federated" / SITE_EVALUATION_FILE)
-    for failure in failures:
-        warnings_list.append(f"final evaluation: {failure}")
-        console.print(f"[yellow]warning[/]: {warnings_list[-1]}")
-    site_models = {"federated": "global", "personalized": "personalized"}
-    for name, kind in site_models.items():
-        evaluations = [e for e in reported if e.model == kind]
-        if not evaluations:
-            continue
-        pooled = pooled_test_metrics(lambda site: global_model, data["test"], task, device=device) if kind == "global" else {}
-        methods[name] = summarise_method(evaluations, metrics=metrics, pooled=pooled)
-        methods[name]["seconds"] = round(seconds["federated"], 1)
-        methods[name]["source"] = "reported by the sites (Flower final evaluation round)"
-        log.add_summary(name, config.run.rounds, methods[name])
-    for name in config.baselines:
-        model_for, seconds[name], steps = _baseline(name, config, data, spec, task, log, device, console, run_dir)
-        evaluations = evaluate_sites(model_for, data["val"], data["test"], task, model_name=name, device=device,
-                                     n_boot=config.run.bootstrap, seed=config.run.seed)  # fmt: skip
-        evaluations = [replace(e, train_steps=steps[e.site]) for e in evaluations]
-        pooled = pooled_test_metrics(model_for, data["test"], task, device=device)
-        methods[name] = summarise_method(evaluations, metrics=metrics, pooled=pooled)
-        methods[name]["seconds"] = round(seconds[name], 1)
-        methods[name]["source"] = "simulation only: scored centrally with the sites' evaluation code"
-        log.add_summary(name, config.run.rounds, methods[name])
-    explanations = collect_explanations(global_model, data["test"], device=device)
-    attacks = _attack(config, run_dir, global_model, data, task, spec, device, console)
-    _add_round_means(log)
-    log.save(run_dir / "metrics.csv")
-
-    summary = {
-        "name": config.name, "dataset": config.dataset, "description": table.description, "task": task.name,
-        "headline": task.headline, "higher_is_better": task.higher_is_better, "classes": features.classes,
-        "rounds": config.run.rounds, "local_epochs": config.run.train.epochs, "privacy": config.privacy,
-        "privacy_sites": run_privacy(config.run.privacy, run_dir, config.baselines),
-        "partition": _partition_summary(manifests, task.name), "sites": [m.site for m in manifests],
-        "metrics": metrics, "methods": methods, "warnings": warnings_list,
-        "modalities": features.modalities, "explanations": explanations, "attacks": attacks,
-        "files": {"config": "config.yaml", "metrics": "metrics.csv", "summary": "summary.json",
-                  "checkpoint": "federated/global.pt", "sites": "sites/", "logs": "logs/"},
-    }  # fmt: skip
-    if attacks:
-        summary["files"]["attacks"] = ATTACK_FILE
-    atomic_write_text(run_dir / "summary.json", json.dumps(json_safe(summary), indent=2))
-    write_all(run_dir, summary)
-    print_results({**summary, "warnings": []}, console)  # the warnings were printed as they arose
-    if warnings_list:
-        console.print(f"{len(warnings_list)} warning(s) printed above; report.md lists them")
-    for line in privacy_lines(summary["privacy_sites"], config.run.rounds):
-        console.print(line, markup=False, highlight=False)
-    if attacks:
-        console.print(attack_summary_line(attacks), markup=False, highlight=False)
-    console.print(f"outputs: [bold]{run_dir}[/] (report.md, metrics.csv, summary.json, plots/)")
-    return summary
+    return config, table, manifests, warnings_list
 
 
-def _add_round_means(log: MetricsLog) -> None:
-    """Mean over sites of every per-round validation figure, for the learning curves."""
-    frame = log.frame()
-    val = frame[(frame["split"] == "val") & (frame["site"] != MEAN_SITE)]
-    for (method, server_round, metric), group in val.groupby(["method", "round", "metric"]):
-        values = group["value"].to_numpy(dtype=float)
-        if np.isfinite(values).any():
-            log.add(method=method, round=int(server_round), site=MEAN_SITE, split="val",
-                    metrics={metric: float(np.nanmean(values))})  # fmt: skip
+def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console, *, first_repeat: bool = True
+                   ) -> dict[str, Any]:
+    """One seed: sites, the federation, the baselines, and the run folder. The privacy warning,
+    the same for every repeat, is printed in the first one only (each report still lists it)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.resolved, sort_keys=False))
+    with federation_engine(run_dir) as engine:  # its SuperLink starts while the sites are prepared
+        config, table, manifests, warnings_list = _prepare_sites(config, run_dir, console, first_repeat=first_repeat)
+        seconds = _run_federation(engine, config, run_dir, len(manifests), console)
+    from simulation.scoring import score_repeat  # torch, MONAI, scikit-learn: loaded after the app was submitted
 
-
-def _attack(config: SimulationConfig, run_dir: Path, model: torch.nn.Module, data, task: Task, spec: ModelSpec,
-            device: torch.device, console: Console) -> dict[str, Any] | None:  # fmt: skip
-    """``attack=``: membership inference on the final global model at every site, written to
-    ``attacks.json`` (simulation only: the attacker holds the sites' rows); None without one."""
-    if not config.attack.enabled:
-        return None
-    training = ShadowTraining(spec=spec, train=config.run.train, rounds=config.run.rounds, seed=config.run.seed,
-                              privacy=config.run.privacy)  # fmt: skip
-    with console.status(f"[bold]attack[/] {config.attack.name}: membership inference on the global model"):
-        report = run_attacks(config.attack, model, data, task, training=training, device=device,
-                             model_name="final global model (federated/global.pt)").to_dict()  # fmt: skip
-    atomic_write_text(run_dir / ATTACK_FILE, json.dumps(json_safe(report), indent=2))
-    return report
+    return score_repeat(config, run_dir, table, manifests, warnings_list, federated_seconds=seconds, console=console)
 
 
 def _with_sites(config: SimulationConfig, sites: int) -> SimulationConfig:

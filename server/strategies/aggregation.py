@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from client.messages import NUM_EXAMPLES, module_weight_key
-from fusion_models.model import module_of
+from fusion_models.module_keys import module_of
 
 __all__ = [
     "Contribution",

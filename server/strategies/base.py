@@ -9,8 +9,7 @@ from logging import INFO, WARNING
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
@@ -96,7 +95,7 @@ class ModalityAwareStrategy(FedAvg):
         )
         metrics = self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key) if valid else None
         # np.asarray, not ascontiguousarray: the latter turns 0-d buffers into shape (1,).
-        return ArrayRecord({k: torch.from_numpy(np.asarray(v, order="C")) for k, v in merged.items()}), metrics
+        return ArrayRecord({k: Array(np.asarray(v, order="C")) for k, v in merged.items()}), metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)

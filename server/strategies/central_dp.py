@@ -68,7 +68,7 @@ from flwr.supercore.differential_privacy import (
     get_norm,
 )
 
-from fusion_models.model import module_of
+from fusion_models.module_keys import module_of
 from server.central_accounting import CentralAccountant
 from server.strategies.aggregation import Update, as_numpy, module_weight
 from server.strategies.base import ModalityAwareStrategy

@@ -207,3 +207,20 @@ def test_the_apps_import_flower_alone():
                             cwd=Path(__file__).resolve().parents[2])  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_statistics_query_and_the_cli_before_submission_load_no_training_stack():
+    """The CLI submits the app, and a site answers the statistics query, before torch, MONAI,
+    scikit-learn or Opacus load (benchmarks/startup.py): they load only once a site trains or
+    the simulation scores its repeat."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    heavy = ["opacus", "torch", "monai", "sklearn"]
+    modules = "simulation.cli, simulation.run, simulation.flower_runner, client.site_query, server.statistics_round"
+    code = f"import sys, {modules}; print([m for m in {heavy!r} if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
+                            cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -13,9 +13,9 @@ from opacus.accountants.utils import get_noise_multiplier
 
 from client.data import SiteDataset
 from client.ledger import PrivacyLedger
-from client.privacy import BudgetExceeded, DPRound, PrivacyRefused, SitePrivacy, default_delta, dp_refusals, plan_round
+from client.privacy import BudgetExceeded, DPRound, PrivacyRefused, SitePrivacy, default_delta, plan_round
 from client.round import train_round
-from client.settings import PersonalizationSettings, PrivacySettings, TrainSettings
+from client.settings import PersonalizationSettings, PrivacySettings, TrainSettings, dp_refusals
 from client.train import evaluate, make_loader
 from fusion_models.model import ModelSpec, build_model
 from fusion_models.task import make_task

@@ -21,13 +21,12 @@ from fusion_models.task import make_task
 from server.default_config import CONFIG_DIR
 from simulation import attacks
 from simulation.attack_results import AttackReport, attack_lines, membership_metrics, tpr_at_fpr
+from simulation.attack_settings import AttackSettings, check_attack_task
 from simulation.attacks import (
     ATTACKS,
     AttackScores,
-    AttackSettings,
     ShadowTraining,
     candidates,
-    check_attack_task,
     likelihood_ratio,
     lira_attack,
     loss_attack,

@@ -20,7 +20,7 @@ from simulation.config import SimulationConfig
 from simulation.datasets import SampleTable, load_dataset
 from simulation.partitioners import make_partition
 from simulation.prepare import SCHEMA_SUMMARY, prepare_sites, schema_summary
-from simulation.run import _partition_summary
+from simulation.scoring import _partition_summary
 
 SITES = {"north": 40, "south": 32, "east": 24}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 
 import pytest
@@ -21,6 +22,7 @@ def _printed_before_the_federation(tmp_path, monkeypatch, *, first_repeat: bool)
         raise _Stop
 
     monkeypatch.setattr(run, "_run_federation", no_federation)
+    monkeypatch.setattr(run, "federation_engine", lambda run_dir: contextlib.nullcontext())
     config = SimulationConfig.from_cfg(_compose(["data=synthetic", "num_sites=2", "data.params.n_samples=200"]))
     out = io.StringIO()
     with pytest.raises(_Stop):
