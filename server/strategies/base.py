@@ -17,6 +17,7 @@ from flwr.serverapp.strategy import FedAvg
 from client.messages import SITE, SITE_NAME, STATUS, STATUS_CODE, STATUS_REASON
 from server.settings import StrategySettings
 from server.strategies.aggregation import Update
+from server.strategies.metric_aggregation import finite_weighted_mean
 
 __all__ = ["ModalityAwareStrategy"]
 
@@ -26,7 +27,9 @@ class ModalityAwareStrategy(FedAvg):
 
     Flower's FedAvg, FedAdam, Krum and the rest reject replies whose ArrayRecords have
     different keys (a site without images sends no image encoder), so we subclass FedAvg
-    for its sampling and checks and merge per module, keeping modules nobody sent.
+    for its sampling and checks and merge per module, keeping modules nobody sent. The figures
+    Flower logs each round are averaged over the sites that could compute them
+    (:func:`~server.strategies.metric_aggregation.finite_weighted_mean`).
 
     Subclasses implement :meth:`aggregate` (a thin call of a pure function) and name the
     :class:`~server.settings.StrategySettings` fields their constructor takes in
@@ -52,6 +55,8 @@ class ModalityAwareStrategy(FedAvg):
         reject_nonfinite: bool = True,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("evaluate_metrics_aggr_fn", finite_weighted_mean)
+        kwargs.setdefault("train_metrics_aggr_fn", finite_weighted_mean)
         super().__init__(**kwargs)
         self.on_site_metrics = on_site_metrics
         self.reject_nonfinite = reject_nonfinite
