@@ -5,9 +5,11 @@ This module imports Flower alone. In a simulation, Flower loads the ServerApp an
 ClientApp under one import lock, and the engine starts Ray only after both have loaded
 (flwr 1.42, ``flwr.supercore.object_ref.load_app``, ``vce_api.start_vce``); then the
 ServerApp's main runs in a thread of the process that is starting Ray. The federation's
-module brings torch, MONAI and scikit-learn (about 2 s of import on 2 cores), so main sends
-the statistics queries first and imports it while the sites answer them, instead of under
-that lock or while Ray starts beside it.
+module brings torch, MONAI and scikit-learn (about 3 s of import on 2 cores), so main sends
+the statistics queries first and imports it while they are answered. In a simulation the
+queries go out before Ray has started the ClientApp actor, so this import overlaps Ray's
+start-up. Importing after the statistics instead ended a traced 2-round run 1.6 s later: the
+actor then waits idle for the server (benchmarks/results/startup/README.md).
 """
 
 from __future__ import annotations
