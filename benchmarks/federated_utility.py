@@ -31,6 +31,7 @@ from simulation.config import SimulationConfig
 from simulation.repeats import paired_comparison, repeats_markdown
 from simulation.results import json_safe
 from simulation.run import simulate
+from simulation.run_summary import RunSummary
 
 __all__ = ["RECIPES", "main"]
 
@@ -62,8 +63,8 @@ def _cross_recipe(runs: dict[str, dict], method: str) -> list[dict[str, Any]]:
         merged = []
         for a, b in zip(runs[name]["runs"], runs[names[0]]["runs"]):
             if method in a["methods"] and method in b["methods"]:
-                merged.append({**a, "methods": {f"{name}:{method}": a["methods"][method],
-                                                f"{names[0]}:{method}": b["methods"][method]}})  # fmt: skip
+                merged.append(RunSummary.from_dict({**a, "methods": {f"{name}:{method}": a["methods"][method],
+                                                                     f"{names[0]}:{method}": b["methods"][method]}}))  # fmt: skip
         if merged:
             out.append(paired_comparison(merged, f"{name}:{method}", f"{names[0]}:{method}"))
     return out
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--runs-dir", type=Path, default=Path("outputs/benchmarks/federated_utility"),
                    help="where each simulation's run folder goes (large: site manifests and caches)")
     args = p.parse_args(argv)
+    if args.repeats < 2:
+        p.error("--repeats must be >= 2: the benchmark pairs methods across repeats")
     console = Console(width=None if sys.stdout.isatty() else 160)
     results: dict[str, Any] = {
         "benchmark": "federated_utility", "schema_version": 1,

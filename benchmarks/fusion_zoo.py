@@ -35,10 +35,10 @@ from hydra import compose, initialize_config_dir
 from rich.console import Console
 
 from benchmarks.fusion_zoo_report import FEDERATED_LABEL, print_table, to_markdown
+from client.app import app as client_app
 from client.atomic_io import atomic_write_text
 from client.data import SiteDataset, default_cache_dir, load_site_dataset
 from client.features import FeatureSpec, merge_statistics, site_statistics
-from client.app import app as client_app
 from client.train import make_loader, resolve_device
 from fusion_models.fusion import FUSIONS
 from fusion_models.model import ModelSpec, MultimodalModel, build_model
@@ -251,7 +251,7 @@ def run_head(label: str, spec: ModelSpec, sites: Sites, *, seed: int, bootstrap:
         summary = summarise_method(evaluations, metrics=metrics, pooled=pooled)
         rows.append({"head": label, "method": method, "seed": seed, "params": params, "steps": int(timing["steps"]),
                      "step_time_s": timing["train_s"] / max(timing["steps"], 1.0),
-                     "wall_s": time.perf_counter() - start, **summary})  # fmt: skip
+                     "wall_s": time.perf_counter() - start, **summary.to_dict()})  # fmt: skip
     return rows
 
 

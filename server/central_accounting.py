@@ -31,10 +31,22 @@ from flwr.common.logger import log
 
 from client.atomic_io import atomic_write_text
 
-__all__ = ["CENTRAL_PRIVACY_FILE", "SCHEMA_VERSION", "CentralAccountant", "CentralRound"]
+__all__ = ["CENTRAL_PRIVACY_FILE", "SCHEMA_VERSION", "CentralAccountant", "CentralRound", "noise_for_target"]
 
 CENTRAL_PRIVACY_FILE = "central_privacy.json"
 SCHEMA_VERSION = 1
+
+
+def noise_for_target(target_epsilon: float, *, delta: float, sample_rate: float, rounds: int) -> float:
+    """The smallest noise multiplier z whose epsilon after ``rounds`` rounds (one sampled
+    Gaussian step each, rate ``sample_rate``) is at most ``target_epsilon`` at ``delta``, with
+    the RDP accountant the run's epsilon is then computed with (Opacus' ``get_noise_multiplier``)."""
+    if not rounds >= 1:
+        raise ValueError(f"rounds must be >= 1 to size the noise for a target epsilon, got {rounds!r}")
+    from opacus.accountants.utils import get_noise_multiplier
+
+    return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate,
+                                      steps=rounds, accountant="rdp", epsilon_tolerance=0.005))  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,8 @@ def run(grid: Grid, context: Context, *, settings: RunSettings, nodes: list[int]
     strategy = build_strategy(settings.strategy, on_site_metrics=record_site, num_nodes=len(nodes),
                               central_privacy=settings.central_privacy,
                               central_privacy_file=federated_dir / CENTRAL_PRIVACY_FILE,
-                              local_modules=personalization.keep_modules if personalization.name == "fedper" else ())  # fmt: skip
+                              local_modules=personalization.keep_modules if personalization.name == "fedper" else (),
+                              rounds=settings.rounds)  # fmt: skip
     round_config = RoundConfig(task=task, feature_spec=features.to_json(), model_spec=json.dumps(model_spec.to_dict()),
                                seed=settings.seed, device=settings.device, train=settings.train, split="val",
                                bootstrap=settings.bootstrap, personalization=settings.personalization,

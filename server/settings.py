@@ -133,6 +133,8 @@ _CENTRAL_DP_CHECKS: dict[str, tuple[Any, str]] = {
     "clipped_count_stddev": (lambda v: v is None or (_is_number(v) and v > 0),
                              "a number > 0, or null for max(n / 20, noise_multiplier)"),
     "delta": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1), below 1 / (number of sites)"),
+    "target_epsilon": (lambda v: v is None or (_is_number(v) and v > 0),
+                       "a number > 0, or null to use privacy.noise_multiplier as given"),
 }
 
 
@@ -153,6 +155,10 @@ class CentralDPSettings:
         clipped_count_stddev: adaptive: sigma_b, the noise on the unclipped count; ``None``:
             ``max(n / 20, noise_multiplier)`` with n the expected sites per round.
         delta: the delta of the server's epsilon (a site is the unit: below 1 / sites).
+        target_epsilon: the server's epsilon for the planned run; set, it replaces
+            ``noise_multiplier`` by the smallest z whose RDP epsilon after ``rounds`` rounds at
+            rate ``strategy.fraction_train`` stays within it
+            (:func:`server.central_accounting.noise_for_target`).
     """
 
     name: str = "none"
@@ -163,6 +169,7 @@ class CentralDPSettings:
     clip_lr: float = 0.2
     clipped_count_stddev: float | None = None
     delta: float = 1e-5
+    target_epsilon: float | None = None
 
     def __post_init__(self) -> None:
         if self.name not in ("none", CENTRAL_DP):
@@ -172,7 +179,8 @@ class CentralDPSettings:
             for key, (valid, expected) in _CENTRAL_DP_CHECKS.items()
             if not valid(getattr(self, key))
         ]
-        adaptive = not problems and self.clipping == "adaptive" and self.clipped_count_stddev is not None
+        adaptive = (not problems and self.clipping == "adaptive" and self.clipped_count_stddev is not None
+                    and self.target_epsilon is None)  # with a target, z is known only at the start: checked then
         if adaptive and not self.noise_multiplier < 2 * self.clipped_count_stddev:
             problems.append(f"privacy.clipped_count_stddev must be > privacy.noise_multiplier / 2 = "
                             f"{self.noise_multiplier / 2:g} for adaptive clipping (Andrew et al. 2021, Theorem 1), "

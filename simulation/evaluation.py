@@ -17,6 +17,7 @@ from client.data import SiteDataset
 from client.site_evaluation import SiteEvaluation, evaluate_at_site
 from client.train import predict
 from fusion_models.task import Task
+from simulation.run_summary import MethodResult, SiteResult
 
 __all__ = ["evaluate_sites", "pooled_test_metrics", "summarise_method"]
 
@@ -54,30 +55,28 @@ def pooled_test_metrics(
     return {k: float(v) for k, v in task.metrics(np.concatenate(targets), np.concatenate(scores)).items()}
 
 
-def summarise_method(evaluations: list[SiteEvaluation], *, metrics: list[str], pooled: dict[str, float]) -> dict:
-    """Per-site rows, the mean over readable sites (``site_mean``) and over all sites.
+def summarise_method(evaluations: list[SiteEvaluation], *, metrics: list[str], pooled: dict[str, float]) -> MethodResult:
+    """Per-site results, the mean over readable sites (``site_mean``) and over all sites.
 
     A site enters a metric's mean when it is readable (``client.site_evaluation.READABLE_RULE``)
     and the metric is defined there; ``site_mean_n`` counts them and ``site_mean_all``
     averages every site where the metric is defined, flagged ones included.
     """
-    per_site: dict[str, dict] = {}
+    per_site: dict[str, SiteResult] = {}
     for e in evaluations:
-        row: dict = {m: float(e.metrics.get(m, float("nan"))) for m in metrics}
-        row.update({f"{m}_ci": list(e.intervals[m]) for m in metrics if m in e.intervals})
-        row["n"] = e.n
-        for key in ("n_pos", "n_events"):
-            if key in e.metrics and np.isfinite(e.metrics[key]):
-                row[key] = int(e.metrics[key])
-        row.update(threshold=e.threshold, threshold_source=e.threshold_source, readable=e.readable, note=e.note,
-                   train_steps=e.train_steps)  # fmt: skip
-        per_site[e.site] = row
+        counts = {k: int(e.metrics[k]) for k in ("n_pos", "n_events") if k in e.metrics and np.isfinite(e.metrics[k])}
+        per_site[e.site] = SiteResult(
+            metrics={m: float(e.metrics.get(m, float("nan"))) for m in metrics},
+            intervals={m: (float(e.intervals[m][0]), float(e.intervals[m][1])) for m in metrics if m in e.intervals},
+            n=e.n, threshold=e.threshold, threshold_source=e.threshold_source, readable=e.readable, note=e.note,
+            train_steps=e.train_steps, **counts,
+        )  # fmt: skip
     site_mean, site_mean_n, site_mean_all = {}, {}, {}
     for m in metrics:
-        readable = [r[m] for r in per_site.values() if r["readable"] and np.isfinite(r[m])]
-        every = [r[m] for r in per_site.values() if np.isfinite(r[m])]
+        readable = [r.value(m) for r in per_site.values() if r.readable and np.isfinite(r.value(m))]
+        every = [r.value(m) for r in per_site.values() if np.isfinite(r.value(m))]
         site_mean[m] = float(np.mean(readable)) if readable else float("nan")
         site_mean_n[m] = len(readable)
         site_mean_all[m] = float(np.mean(every)) if every else float("nan")
-    return {"per_site": per_site, "site_mean": site_mean, "site_mean_n": site_mean_n, "site_mean_all": site_mean_all,
-            "pooled_test": {m: float(pooled.get(m, float("nan"))) for m in metrics}}  # fmt: skip
+    return MethodResult(per_site=per_site, site_mean=site_mean, site_mean_n=site_mean_n, site_mean_all=site_mean_all,
+                        pooled_test={m: float(pooled.get(m, float("nan"))) for m in metrics})  # fmt: skip

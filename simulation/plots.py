@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from client.atomic_io import atomic_open  # noqa: E402
+from simulation.run_summary import RunSummary  # noqa: E402
 
 __all__ = [
     "METHOD_ORDER",
@@ -53,21 +54,15 @@ def metric_label(metric: str, higher_is_better: bool | None = None) -> str:
     return f"{name} ({'higher' if higher_is_better else 'lower'} is better)"
 
 
-def method_names(summary: dict) -> list[str]:
+def method_names(summary: RunSummary) -> list[str]:
     """Methods present in the summary, in the fixed order federated, pooled, local, then others."""
-    present = list(summary.get("methods", {}))
+    present = list(summary.methods)
     return [m for m in METHOD_ORDER if m in present] + [m for m in present if m not in METHOD_ORDER]
 
 
-def site_names(summary: dict) -> list[str]:
-    """Sites of the run: ``summary["sites"]``, else every site named in a method or the partition."""
-    if summary.get("sites"):
-        return list(summary["sites"])
-    seen: dict[str, None] = {}
-    for method in summary.get("methods", {}).values():
-        seen.update(dict.fromkeys(method.get("per_site", {})))
-    seen.update(dict.fromkeys(summary.get("partition", {})))
-    return list(seen)
+def site_names(summary: RunSummary) -> list[str]:
+    """Sites of the run (:meth:`RunSummary.site_names`)."""
+    return summary.site_names()
 
 
 def _colour(method: str, index: int) -> str:
@@ -145,7 +140,7 @@ def _draw_curves(
     ax.set_title(title)
 
 
-def plot_learning_curves(metrics: pd.DataFrame, summary: dict, out_dir: Path) -> list[Path]:
+def plot_learning_curves(metrics: pd.DataFrame, summary: RunSummary, out_dir: Path) -> list[Path]:
     """Validation headline metric (and loss) per round, one line per method.
 
     Args:
@@ -157,8 +152,8 @@ def plot_learning_curves(metrics: pd.DataFrame, summary: dict, out_dir: Path) ->
         The two paths written.
     """
     out_dir = Path(out_dir)
-    headline = summary["headline"]
-    label = metric_label(headline, summary.get("higher_is_better", True))
+    headline = summary.headline
+    label = metric_label(headline, summary.higher_is_better)
     frame = _clean_metrics(metrics)
     val = frame[frame["split"] == "val"]
     methods = [m for m in METHOD_ORDER if m in set(val["method"])]
@@ -170,7 +165,7 @@ def plot_learning_curves(metrics: pd.DataFrame, summary: dict, out_dir: Path) ->
         rows = val[val["metric"] == metric]
         curves = {m: _mean_curve(rows[rows["method"] == m]) for m in methods}
         _draw_curves(ax, curves, ylabel, f"validation {metric_label(metric)}, mean over sites", rounds=rounds)
-    fig.suptitle(summary.get("name", ""))
+    fig.suptitle(summary.name)
     paths = [save_figure(fig, out_dir / "learning_curves.png")]
 
     sites = site_names(summary) or sorted(set(val["site"]) - set(_SPECIAL_SITES))
@@ -194,8 +189,8 @@ def plot_learning_curves(metrics: pd.DataFrame, summary: dict, out_dir: Path) ->
     return paths
 
 
-def _partition_sites(summary: dict) -> list[str]:
-    partition = summary.get("partition", {})
+def _partition_sites(summary: RunSummary) -> list[str]:
+    partition = summary.partition
     ordered = [s for s in site_names(summary) if s in partition]
     return ordered + [s for s in partition if s not in ordered]
 
@@ -220,7 +215,7 @@ def plot_epsilon(metrics: pd.DataFrame, out_dir: Path) -> Path | None:
     return save_figure(fig, Path(out_dir) / "epsilon.png")
 
 
-def plot_partition(summary: dict, out_dir: Path) -> Path:
+def plot_partition(summary: RunSummary, out_dir: Path) -> Path:
     """Samples per site (stacked train/val/test bars) and the label mix per site.
 
     Classification shows each class's share; survival shows the event/censored share;
@@ -233,14 +228,14 @@ def plot_partition(summary: dict, out_dir: Path) -> Path:
     Returns:
         The path written.
     """
-    partition = summary.get("partition", {})
+    partition = summary.partition
     sites = _partition_sites(summary)
     x = np.arange(len(sites))
     fig, (ax_n, ax_mix) = plt.subplots(1, 2, figsize=(max(9, 1.6 * len(sites) + 6), 4.2))
 
     bottom = np.zeros(len(sites))
     for split, colour in (("train", "tab:blue"), ("val", "tab:orange"), ("test", "tab:green")):
-        counts = np.array([float(partition[s].get(split, 0) or 0) for s in sites])
+        counts = np.array([float(getattr(partition[s], split)) for s in sites])
         ax_n.bar(x, counts, bottom=bottom, color=colour, label=split)
         bottom += counts
     if sites:
@@ -251,16 +246,16 @@ def plot_partition(summary: dict, out_dir: Path) -> Path:
     ax_n.set_ylabel("samples")
     ax_n.set_title("samples per site")
 
-    labelled = [s for s in sites if partition[s].get("labels")]
+    labelled = [s for s in sites if partition[s].labels]
     keys: dict[str, None] = {}
     for s in labelled:
-        keys.update(dict.fromkeys(partition[s]["labels"]))
-    survival = summary.get("task") == "survival" or (bool(keys) and set(keys) <= {"events", "censored"})
+        keys.update(dict.fromkeys(partition[s].labels))
+    survival = summary.task == "survival" or (bool(keys) and set(keys) <= {"events", "censored"})
     if labelled:
-        totals = np.array([sum(float(v) for v in partition[s].get("labels", {}).values()) for s in sites])
+        totals = np.array([sum(float(v) for v in partition[s].labels.values()) for s in sites])
         bottom = np.zeros(len(sites))
         for i, key in enumerate(keys):
-            counts = np.array([float(partition[s].get("labels", {}).get(key, 0)) for s in sites])
+            counts = np.array([float(partition[s].labels.get(key, 0)) for s in sites])
             share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
             ax_mix.bar(x, share, bottom=bottom, color=f"C{i % 10}", label=str(key))
             bottom += share
@@ -271,12 +266,12 @@ def plot_partition(summary: dict, out_dir: Path) -> Path:
     else:
         _empty(ax_mix, "no labels to show (regression task)" if sites else "no partition in the summary")
     ax_mix.set_title("event share per site" if survival else "label mix per site")
-    fig.suptitle(summary.get("name", ""))
+    fig.suptitle(summary.name)
     fig.tight_layout()
     return save_figure(fig, Path(out_dir) / "partition.png")
 
 
-def plot_modalities(summary: dict, out_dir: Path) -> Path:
+def plot_modalities(summary: RunSummary, out_dir: Path) -> Path:
     """Share of each site's samples that have each modality, as an annotated heatmap.
 
     Args:
@@ -286,16 +281,16 @@ def plot_modalities(summary: dict, out_dir: Path) -> Path:
     Returns:
         The path written.
     """
-    partition = summary.get("partition", {})
+    partition = summary.partition
     sites = _partition_sites(summary)
     modalities: dict[str, None] = {}
     for s in sites:
-        modalities.update(dict.fromkeys(partition[s].get("modalities", {})))
+        modalities.update(dict.fromkeys(partition[s].modalities))
     names = list(modalities)
     share = np.full((len(sites), len(names)), np.nan)
     for i, s in enumerate(sites):
-        counts = partition[s].get("modalities", {})
-        total = sum(float(partition[s].get(k, 0) or 0) for k in ("train", "val", "test"))
+        counts = partition[s].modalities
+        total = float(partition[s].train + partition[s].val + partition[s].test)
         total = total or max((float(v) for v in counts.values()), default=0.0)
         for j, m in enumerate(names):
             if total > 0 and m in counts:
@@ -320,7 +315,7 @@ def plot_modalities(summary: dict, out_dir: Path) -> Path:
     return save_figure(fig, Path(out_dir) / "modalities.png")
 
 
-def plot_site_results(summary: dict, out_dir: Path) -> Path:
+def plot_site_results(summary: RunSummary, out_dir: Path) -> Path:
     """Headline metric per site per method with CI error bars, and each method's site mean.
 
     Args:
@@ -330,7 +325,7 @@ def plot_site_results(summary: dict, out_dir: Path) -> Path:
     Returns:
         The path written.
     """
-    headline = summary["headline"]
+    headline = summary.headline
     methods = method_names(summary)
     sites = site_names(summary)
     x = np.arange(len(sites))
@@ -338,22 +333,21 @@ def plot_site_results(summary: dict, out_dir: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(sites) * max(len(methods), 1) / 2 + 4), 4.5))
     drawn = False
     for k, method in enumerate(methods):
-        result = summary["methods"][method] or {}
-        per_site = result.get("per_site", {})
+        result = summary.methods[method]
         colour = _colour(method, k)
         offset = (k - (len(methods) - 1) / 2) * width
         for i, site in enumerate(sites):
-            row = per_site.get(site, {})
-            value = row.get(headline)
+            row = result.per_site.get(site)
+            value = row.value(headline) if row is not None else None
             if not _finite(value):
                 continue
-            ci = row.get(f"{headline}_ci")
+            ci = row.interval(headline)
             yerr = None
             if ci is not None and len(ci) == 2 and all(_finite(c) for c in ci):
                 yerr = [[max(value - ci[0], 0.0)], [max(ci[1] - value, 0.0)]]
             ax.errorbar(x[i] + offset, value, yerr=yerr, fmt="o", color=colour, capsize=4, label=method)
             drawn = True
-        mean = result.get("site_mean", {}).get(headline)
+        mean = result.mean(headline)
         if _finite(mean):
             ax.axhline(mean, color=colour, linestyle="--", linewidth=1.2, label=f"{method}: mean over sites {mean:.3f}")
             drawn = True
@@ -366,7 +360,7 @@ def plot_site_results(summary: dict, out_dir: Path) -> Path:
         ax.grid(alpha=0.3, axis="y")
     if sites:
         ax.set_xticks(x, sites, rotation=30, ha="right")
-    ax.set_ylabel(metric_label(headline, summary.get("higher_is_better", True)))
+    ax.set_ylabel(metric_label(headline, summary.higher_is_better))
     ax.set_title(f"test {metric_label(headline)} per site (95% CI); dashed: mean over sites")
     fig.tight_layout()
     return save_figure(fig, Path(out_dir) / "site_results.png")

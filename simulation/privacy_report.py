@@ -9,6 +9,7 @@ steps) each, and its epsilon at that line's delta compared with the epsilon reco
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from dataclasses import asdict, dataclass
@@ -18,6 +19,8 @@ from typing import Any
 from client.ledger import LEDGER_FILE, LedgerEntry, LedgerError, epsilon_of, read_ledger
 from client.privacy import ledger_root
 from client.settings import PrivacySettings
+from server.central_accounting import CENTRAL_PRIVACY_FILE
+from server.settings import CentralDPSettings
 
 __all__ = ["SiteLedger", "read_ledgers", "recompute", "privacy_summary", "report_lines", "main", "run_privacy",
            "baseline_ledger_dir", "privacy_lines"]
@@ -126,15 +129,42 @@ def main(argv: list[str]) -> int:
     return 0 if ok else 1
 
 
-def run_privacy(settings: PrivacySettings, run_dir: Path, baselines: tuple[str, ...]) -> dict[str, Any]:
-    """What a simulation records about DP: the settings, and per method and site the final
-    epsilon, delta, sigma, grad-sample mode and the last round trained, from the ledgers."""
+def run_privacy(settings: PrivacySettings, run_dir: Path, baselines: tuple[str, ...],
+                central: CentralDPSettings | None = None) -> dict[str, Any]:
+    """What a simulation records about DP: under DP-SGD the settings, and per method and site
+    the final epsilon, delta, sigma, grad-sample mode and the last round trained, from the
+    ledgers; under client-level DP (``central``) the server's record (:func:`central_summary`)."""
+    if central is not None and central.enabled:
+        return {"name": central.name, "central": central_summary(Path(run_dir) / "federated" / CENTRAL_PRIVACY_FILE)}
     if not settings.enabled:
         return {"name": "none"}
     out: dict[str, Any] = {"name": settings.name, "settings": asdict(settings),
                            "federated": privacy_summary(ledger_root(settings, state_dir=None, run_dir=str(run_dir)))}
     for name in baselines:
         out[name] = privacy_summary(baseline_ledger_dir(run_dir, name))
+    return out
+
+
+def central_summary(path: Path) -> dict[str, Any]:
+    """The server's client-level DP record (``federated/central_privacy.json``, written by
+    :mod:`server.central_accounting`): the mechanism, the final epsilon and the clipping per
+    round; ``{}`` when the file is missing."""
+    if not path.exists():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+        rounds = record["rounds"]
+        out = {key: record[key] for key in ("noise_multiplier", "sample_rate", "delta", "epsilon")}
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a client-level DP record ({error})") from error
+    settings = record.get("settings") or {}
+    out.update(
+        rounds=len(rounds), target_epsilon=settings.get("target_epsilon"), clipping=settings.get("clipping", "fixed"),
+        initial_clipping_norm=settings.get("initial_clipping_norm"),
+        final_clipping_norm=rounds[-1]["next_clipping_norm"] if rounds else None,
+        updates_aggregated=sum(int(r["aggregated"]) for r in rounds), updates_clipped=sum(int(r["clipped"]) for r in rounds),
+        file=str(path),
+    )  # fmt: skip
     return out
 
 
@@ -145,9 +175,12 @@ def baseline_ledger_dir(run_dir: Path, name: str) -> Path:
 
 
 def privacy_lines(privacy: dict[str, Any], rounds: int) -> list[str]:
-    """Markdown lines: per method and site, epsilon (delta), sigma, mode, and when it stopped."""
+    """Markdown lines: per method and site, epsilon (delta), sigma, mode, and when it stopped;
+    under client-level DP the server's epsilon and its mechanism."""
     if privacy.get("name", "none") == "none":
         return []
+    if "central" in privacy:
+        return _central_lines(privacy["central"])
     settings = privacy["settings"]
     how = (f"target epsilon {settings['target_epsilon']:g} for the planned run" if settings.get("target_epsilon")
            else f"fixed sigma {settings['noise_multiplier']:g}")  # fmt: skip
@@ -170,3 +203,19 @@ def privacy_lines(privacy: dict[str, Any], rounds: int) -> list[str]:
                  "statistics sent before round 1, the sample counts, nor figures on validation and test rows. "
                  "Check it: `fedfusion privacy report <ledger folder>`.")  # fmt: skip
     return lines
+
+
+def _central_lines(central: dict[str, Any]) -> list[str]:
+    if not central:
+        return ["Client-level DP at the server (privacy=central_dp): no record was written "
+                f"(federated/{CENTRAL_PRIVACY_FILE} is missing), so no epsilon can be stated."]  # fmt: skip
+    epsilon = "infinite" if central["epsilon"] is None else f"{central['epsilon']:.3f}"
+    target = f" (sized for a target of {central['target_epsilon']:g})" if central.get("target_epsilon") else ""
+    clipping = (f"fixed clipping at C = {central['initial_clipping_norm']:g}" if central["clipping"] == "fixed" else
+                f"adaptive clipping, C from {central['initial_clipping_norm']:g} to {central['final_clipping_norm']:.4g}")
+    return [f"Client-level DP at the server (privacy=central_dp): epsilon **{epsilon}** at delta "
+            f"{central['delta']:.2g} after {central['rounds']} rounds{target}, Opacus' RDP accountant, noise "
+            f"multiplier {central['noise_multiplier']:.4g}, site sample rate {central['sample_rate']:g}, {clipping}; "
+            f"{central['updates_clipped']} of {central['updates_aggregated']} site updates were clipped.", "",
+            "The unit of privacy is a whole site (all its records, every round); the server sees each raw update. "
+            f"Per round: `{Path(central['file']).parent.name}/{Path(central['file']).name}`."]  # fmt: skip

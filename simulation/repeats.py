@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from simulation.run_summary import RunSummary
+
 __all__ = ["aggregate_repeats", "paired_comparison", "repeats_markdown"]
 
 
@@ -18,47 +20,46 @@ def _stats(values: list[float]) -> dict[str, float | int]:
     return {"mean": float(np.mean(finite)), "std": std, "n": len(finite)}
 
 
-def aggregate_repeats(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+def aggregate_repeats(summaries: list[RunSummary]) -> dict[str, Any]:
     """Per method: mean and std over repeats of each site-mean metric, and of each site's headline."""
     out: dict[str, Any] = {}
-    methods = sorted({m for s in summaries for m in s["methods"]}, key=lambda m: [*summaries[0]["methods"]].index(m)
-                     if m in summaries[0]["methods"] else 99)  # fmt: skip
-    headline = summaries[0]["headline"]
+    first = list(summaries[0].methods)
+    methods = sorted({m for s in summaries for m in s.methods}, key=lambda m: first.index(m) if m in first else 99)
+    headline = summaries[0].headline
     for method in methods:
-        runs = [s["methods"][method] for s in summaries if method in s["methods"]]
-        metrics = sorted({k for r in runs for k in r["site_mean"]})
-        sites = sorted({site for r in runs for site in r["per_site"]})
+        runs = [s.methods[method] for s in summaries if method in s.methods]
+        metrics = sorted({k for r in runs for k in r.site_mean})
+        sites = sorted({site for r in runs for site in r.per_site})
         out[method] = {
-            "site_mean": {m: _stats([r["site_mean"].get(m, float("nan")) for r in runs]) for m in metrics},
-            "site_mean_all": {m: _stats([r.get("site_mean_all", {}).get(m, float("nan")) for r in runs]) for m in metrics},
-            "per_site": {site: _stats([r["per_site"][site][headline] for r in runs if site in r["per_site"]])
+            "site_mean": {m: _stats([r.mean(m) for r in runs]) for m in metrics},
+            "site_mean_all": {m: _stats([r.site_mean_all.get(m, float("nan")) for r in runs]) for m in metrics},
+            "per_site": {site: _stats([r.per_site[site].value(headline) for r in runs if site in r.per_site])
                          for site in sites},  # fmt: skip
-            "readable": {site: all(r["per_site"][site].get("readable", True) for r in runs if site in r["per_site"])
-                         for site in sites},  # fmt: skip
+            "readable": {site: all(r.per_site[site].readable for r in runs if site in r.per_site) for site in sites},
         }
     return out
 
 
-def paired_comparison(summaries: list[dict[str, Any]], first: str, second: str) -> dict[str, Any]:
+def paired_comparison(summaries: list[RunSummary], first: str, second: str) -> dict[str, Any]:
     """``first`` against ``second`` on the headline, repeat by repeat.
 
     Returns the per-repeat differences of the site mean with their mean and std, and per
     site how many repeats each method won (ties counted apart).
     """
-    headline = summaries[0]["headline"]
-    sign = 1.0 if summaries[0].get("higher_is_better", True) else -1.0
+    headline = summaries[0].headline
+    sign = 1.0 if summaries[0].higher_is_better else -1.0
     diffs, sites = [], {}
     for s in summaries:
-        a, b = s["methods"].get(first), s["methods"].get(second)
+        a, b = s.methods.get(first), s.methods.get(second)
         if a is None or b is None:
             continue
-        diffs.append(a["site_mean"][headline] - b["site_mean"][headline])
-        for site in a["per_site"]:
-            if site not in b["per_site"]:
+        diffs.append(a.mean(headline) - b.mean(headline))
+        for site in a.per_site:
+            if site not in b.per_site:
                 continue
-            x, y = a["per_site"][site][headline], b["per_site"][site][headline]
+            x, y = a.per_site[site].value(headline), b.per_site[site].value(headline)
             wins = sites.setdefault(site, {first: 0, second: 0, "ties": 0, "readable": True})
-            wins["readable"] = wins["readable"] and bool(a["per_site"][site].get("readable", True))
+            wins["readable"] = wins["readable"] and a.per_site[site].readable
             if not (np.isfinite(x) and np.isfinite(y)) or x == y:
                 wins["ties"] += 1
             else:

@@ -34,6 +34,7 @@ from simulation.plots import (
     site_names,
 )
 from simulation.privacy_report import privacy_lines
+from simulation.run_summary import RunSummary, SiteResult
 
 __all__ = ["results_table", "print_results", "write_report", "write_all"]
 
@@ -72,41 +73,43 @@ def _fmt(value: object, ci: object = None) -> str:
     return text
 
 
-def _metrics(summary: dict, *, terminal: bool = False) -> list[str]:
-    """Table columns: ``summary["metrics"]``, with the headline first (fewer on a terminal)."""
-    headline = summary["headline"]
-    metrics = list(summary.get("metrics") or [headline])
+def _metrics(summary: RunSummary, *, terminal: bool = False) -> list[str]:
+    """Table columns: ``summary.metrics``, with the headline first (fewer on a terminal)."""
+    headline = summary.headline
+    metrics = list(summary.metrics or [headline])
     if terminal:
-        metrics = [m for m in metrics if m in _TERMINAL_METRICS.get(summary.get("task", ""), metrics)]
+        metrics = [m for m in metrics if m in _TERMINAL_METRICS.get(summary.task, metrics)]
     return [headline] + [m for m in metrics if m != headline]
 
 
-def _inflated(summary: dict, method: str) -> bool:
+def _inflated(summary: RunSummary, method: str) -> bool:
     """Whether the pooled-test figure reads better than the mean over sites for ``method``."""
-    result = summary["methods"].get(method) or {}
-    pooled, mean = result.get("pooled_test", {}).get(summary["headline"]), result.get("site_mean", {}).get(summary["headline"])
+    result = summary.methods.get(method)
+    if result is None:
+        return False
+    pooled, mean = result.pooled(summary.headline), result.mean(summary.headline)
     if not (_finite(pooled) and _finite(mean)):
         return False
-    return pooled > mean if summary.get("higher_is_better", True) else pooled < mean
+    return pooled > mean if summary.higher_is_better else pooled < mean
 
 
-def _threshold_cell(row: dict) -> str:
-    threshold = row.get("threshold")
-    return f"{threshold:.2f}" if _finite(threshold) else ""
+def _threshold_cell(row: SiteResult) -> str:
+    return f"{row.threshold:.2f}" if _finite(row.threshold) else ""
 
 
-def _count_key(summary: dict) -> str | None:
-    return {"binary": "n_pos", "survival": "n_events"}.get(summary.get("task", ""))
+def _count_key(summary: RunSummary) -> str | None:
+    return {"binary": "n_pos", "survival": "n_events"}.get(summary.task)
 
 
-def _test_counts(summary: dict) -> dict[str, dict]:
+def _test_counts(summary: RunSummary) -> dict[str, dict]:
     """Per site, ``n`` and the positive/event count of its test split (first method that has them)."""
     counts: dict[str, dict] = {}
     for method in method_names(summary):
-        for site, row in (summary["methods"][method] or {}).get("per_site", {}).items():
+        for site, row in summary.methods[method].per_site.items():
             for key in ("n", "n_pos", "n_events"):
-                if key in row and key not in counts.setdefault(site, {}):
-                    counts[site][key] = row[key]
+                value = row.count(key)
+                if value is not None and key not in counts.setdefault(site, {}):
+                    counts[site][key] = value
     return counts
 
 
@@ -119,59 +122,58 @@ def _n_cell(counts: dict, key: str | None) -> str:
     return f"{counts['n']} ({counts[key]} {noun})"
 
 
-def _rows(summary: dict, *, terminal: bool = False) -> list[_Row]:
+def _rows(summary: RunSummary, *, terminal: bool = False) -> list[_Row]:
     """Per method: each site, then the mean over sites, then the pooled test, formatted."""
-    headline, metrics, key = summary["headline"], _metrics(summary, terminal=terminal), _count_key(summary)
-    threshold = summary.get("task") == "binary"
+    headline, metrics, key = summary.headline, _metrics(summary, terminal=terminal), _count_key(summary)
+    threshold = summary.task == "binary"
     counts = _test_counts(summary)
     sites = site_names(summary)
     n_sites = len(sites)
     rows = []
     for method in method_names(summary):
-        result = summary["methods"][method] or {}
-        per_site = result.get("per_site", {})
+        result = summary.methods[method]
+        per_site = result.per_site
         for site in [s for s in sites if s in per_site] + [s for s in per_site if s not in sites]:
             row = per_site[site]
-            cells = [_fmt(row.get(m), row.get(f"{m}_ci") if m == headline else None) for m in metrics]
+            cells = [_fmt(row.value(m), row.interval(m) if m == headline else None) for m in metrics]
             cells += [_threshold_cell(row)] if threshold else []
-            label = site + (FLAG if row.get("readable") is False else "")
+            label = site + (FLAG if not row.readable else "")
             rows.append(_Row(method, label, "site", cells + [_n_cell(counts.get(site, {}), key)]))
-        mean, mean_n = result.get("site_mean", {}), result.get("site_mean_n", {})
+        mean_n = result.site_mean_n
         cells = []
         for m in metrics:
-            text = _fmt(mean.get(m))
+            text = _fmt(result.mean(m))
             if m in mean_n and n_sites and mean_n[m] < n_sites and text != "n/a":
                 text += f" ({mean_n[m]} of {n_sites} sites)"
             cells.append(text)
         rows.append(_Row(method, MEAN_LABEL, "mean", cells + [""] * (2 if threshold else 1)))
-        pooled = result.get("pooled_test", {})
         label = INFLATED_LABEL if _inflated(summary, method) else POOLED_LABEL
-        pooled_threshold = [POOLED_THRESHOLD_CELL if pooled else ""] if threshold else []
-        rows.append(_Row(method, label, "pooled", [_fmt(pooled.get(m)) for m in metrics] + pooled_threshold + [""]))
+        pooled_threshold = [POOLED_THRESHOLD_CELL if result.pooled_test else ""] if threshold else []
+        rows.append(_Row(method, label, "pooled", [_fmt(result.pooled(m)) for m in metrics] + pooled_threshold + [""]))
     return rows
 
 
-def _headers(summary: dict, *, terminal: bool = False) -> list[str]:
-    higher = summary.get("higher_is_better", True)
-    headline = summary["headline"]
+def _headers(summary: RunSummary, *, terminal: bool = False) -> list[str]:
+    higher = summary.higher_is_better
+    headline = summary.headline
     metric_headers = [
         f"{metric_label(m, higher)} [95% CI]" if m == headline else metric_label(m)
         for m in _metrics(summary, terminal=terminal)
     ]
-    threshold = ["threshold"] if summary.get("task") == "binary" else []
+    threshold = ["threshold"] if summary.task == "binary" else []
     return ["method", "site"] + metric_headers + threshold + ["test n"]
 
 
-def results_table(summary: dict) -> Table:
+def results_table(summary: RunSummary) -> Table:
     """Per method: one row per site, the mean over sites (bold, the headline) and the pooled test.
 
     Args:
-        summary: the run summary (``methods``, ``metrics``, ``headline``, ``sites``).
+        summary: the run summary.
 
     Returns:
         A rich table; headline cells carry their 95% CI where one was computed, NaN shows ``n/a``.
     """
-    table = Table(title=f"{summary.get('name', 'run')}: test results", show_lines=False)
+    table = Table(title=f"{summary.name or 'run'}: test results", show_lines=False)
     for i, header in enumerate(_headers(summary, terminal=True)):
         table.add_column(header, justify="left" if i < 2 else "right", no_wrap=i < 2)
     previous = None
@@ -184,12 +186,12 @@ def results_table(summary: dict) -> Table:
     return table
 
 
-def _base_rates(summary: dict) -> dict[str, float]:
+def _base_rates(summary: RunSummary) -> dict[str, float]:
     """Per site, the share of positives (binary) or events (survival), from the partition."""
     rates = {}
-    classes = summary.get("classes") or []
-    for site, part in summary.get("partition", {}).items():
-        labels = part.get("labels") or {}
+    classes = summary.classes
+    for site, part in summary.partition.items():
+        labels = part.labels
         total = sum(float(v) for v in labels.values())
         positive = "events" if "events" in labels else (classes[-1] if len(classes) == 2 else None)
         if total > 0 and positive in labels:
@@ -197,18 +199,18 @@ def _base_rates(summary: dict) -> dict[str, float]:
     return rates
 
 
-def _explanation(summary: dict) -> str:
+def _explanation(summary: RunSummary) -> str:
     """What the headline is, which sites it leaves out, and what the pooled-test figure says here."""
-    headline = metric_label(summary["headline"], summary.get("higher_is_better", True))
+    headline = metric_label(summary.headline, summary.higher_is_better)
     text = (f"Headline: {headline}, the mean over the readable sites of each site's test figure (each site counts "
             f"once); † marks a site flagged by the rule: {READABLE_RULE}. Intervals are percentile-bootstrap "
             f"95 % intervals, except that {RANK_INTERVAL_RULE}.")
-    if summary.get("task") == "binary":
+    if summary.task == "binary":
         text += f" Threshold metrics use each site's own threshold, chosen by {THRESHOLD_RULE}."
     inflated = [m for m in method_names(summary) if _inflated(summary, m)]
     rates = _base_rates(summary)
     if inflated:
-        noun = "event rates" if summary.get("task") == "survival" else "base rates"
+        noun = "event rates" if summary.task == "survival" else "base rates"
         spread = f" ({min(rates.values()):.1%} to {max(rates.values()):.1%})" if len(rates) > 1 else ""
         text += (f" The pooled test scores all sites' test rows together; it reads higher than the mean over sites "
                  f"for {', '.join(inflated)} and is inflated there: the sites' {noun} differ{spread}, so a model "
@@ -216,32 +218,32 @@ def _explanation(summary: dict) -> str:
     else:
         text += (" The pooled test scores all sites' test rows together; here it is not higher than the mean over "
                  "sites, so it adds no between-site inflation to read around.")
-    if summary.get("task") == "binary":
+    if summary.task == "binary":
         text += (f" The pooled test's threshold metrics use {POOLED_THRESHOLD_CELL}: the pooled rows have no "
                  "validation split of their own to choose one on.")
-    no_pooled = [m for m in method_names(summary) if not (summary["methods"][m] or {}).get("pooled_test")]
+    no_pooled = [m for m in method_names(summary) if not summary.methods[m].pooled_test]
     if "personalized" in no_pooled:
         text += (" The personalized model has no pooled test: each site keeps its own model, and only the site "
                  "scores it, on its own test rows.")
     return text
 
 
-def _caveats(summary: dict) -> list[str]:
+def _caveats(summary: RunSummary) -> list[str]:
     """One line per site: why it is flagged, and for which methods its headline is undefined."""
-    headline = summary["headline"]
+    headline = summary.headline
     notes: dict[str, list[str]] = {}
     undefined: dict[str, list[str]] = {}
     for method in method_names(summary):
-        for site, row in (summary["methods"][method] or {}).get("per_site", {}).items():
-            for note in filter(None, (row.get("note") or "").split("; ")):
+        for site, row in summary.methods[method].per_site.items():
+            for note in filter(None, row.note.split("; ")):
                 if note not in notes.setdefault(site, []):
                     notes[site].append(note)
-            if not _finite(row.get(headline)):
+            if not _finite(row.value(headline)):
                 undefined.setdefault(site, []).append(method)
     out = []
     for site in [s for s in site_names(summary) if s in notes or s in undefined]:
         parts = list(notes.get(site, []))
-        flagged = any((summary["methods"][m] or {}).get("per_site", {}).get(site, {}).get("readable") is False
+        flagged = any(site in summary.methods[m].per_site and not summary.methods[m].per_site[site].readable
                       for m in method_names(summary))  # fmt: skip
         if flagged:
             parts.append("flagged: shown with its interval, left out of the mean over sites")
@@ -251,7 +253,7 @@ def _caveats(summary: dict) -> list[str]:
     return out
 
 
-def print_results(summary: dict, console: Console | None = None) -> None:
+def print_results(summary: RunSummary, console: Console | None = None) -> None:
     """Print the results table, the headline explanation and the run's warnings.
 
     Args:
@@ -263,7 +265,7 @@ def print_results(summary: dict, console: Console | None = None) -> None:
     console.print(_explanation(summary), highlight=False)
     for caveat in _caveats(summary):
         console.print(Text("caveat: " + caveat.replace("**", ""), style="yellow"))
-    for warning in summary.get("warnings", []):
+    for warning in summary.warnings:
         console.print(Text(f"warning: {warning}", style="bold red"))
 
 
@@ -277,7 +279,7 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def _results_markdown(summary: dict) -> list[str]:
+def _results_markdown(summary: RunSummary) -> list[str]:
     rows = []
     for row in _rows(summary):
         if row.kind == "mean":
@@ -289,13 +291,13 @@ def _results_markdown(summary: dict) -> list[str]:
     return _md_table(_headers(summary), rows)
 
 
-def _partition_markdown(summary: dict) -> list[str]:
+def _partition_markdown(summary: RunSummary) -> list[str]:
     rows = []
-    for site in [s for s in site_names(summary) if s in summary.get("partition", {})]:
-        part = summary["partition"][site]
-        labels = ", ".join(f"{k} {v}" for k, v in (part.get("labels") or {}).items()) or "-"
-        modalities = ", ".join(f"{k} {v}" for k, v in (part.get("modalities") or {}).items()) or "-"
-        rows.append([site] + [str(part.get(s, "-")) for s in ("train", "val", "test")] + [labels, modalities])
+    for site in [s for s in site_names(summary) if s in summary.partition]:
+        part = summary.partition[site]
+        labels = ", ".join(f"{k} {v}" for k, v in part.labels.items()) or "-"
+        modalities = ", ".join(f"{k} {v}" for k, v in part.modalities.items()) or "-"
+        rows.append([site, str(part.train), str(part.val), str(part.test), labels, modalities])
     if not rows:
         return ["(no partition recorded)"]
     return _md_table(["site", "train", "val", "test", "labels", "modalities"], rows)
@@ -308,7 +310,7 @@ def _link(run_dir: Path, path: Path | str, text: str) -> str:
     return f"- [{text}]({relative}){note}"
 
 
-def write_report(run_dir: Path, summary: dict, plots: list[Path]) -> Path:
+def write_report(run_dir: Path, summary: RunSummary, plots: list[Path]) -> Path:
     """Write ``run_dir/report.md``: what was run, the results, figures, files and caveats.
 
     Args:
@@ -320,30 +322,28 @@ def write_report(run_dir: Path, summary: dict, plots: list[Path]) -> Path:
         The path of ``report.md``.
     """
     run_dir = Path(run_dir)
-    files = {"config": "config.yaml", "metrics": "metrics.csv", "summary": "summary.json", **summary.get("files", {})}
+    files = {"config": "config.yaml", "metrics": "metrics.csv", "summary": "summary.json", **summary.files}
     methods = method_names(summary)
-    classes = [str(c) for c in summary.get("classes") or []]
     seconds = ", ".join(
-        f"{m} {summary['methods'][m]['seconds']:.0f} s" for m in methods
-        if _finite((summary["methods"][m] or {}).get("seconds"))
+        f"{m} {summary.methods[m].seconds:.0f} s" for m in methods if _finite(summary.methods[m].seconds)
     )
-    lines = [f"# {summary.get('name', 'fedfusion run')}", ""]
-    if summary.get("description"):
-        lines += [summary["description"], ""]
+    lines = [f"# {summary.name or 'fedfusion run'}", ""]
+    if summary.description:
+        lines += [summary.description, ""]
     lines += ["## What was run", ""]
     lines += [
-        f"- dataset: {summary.get('dataset', '?')}; sites: {', '.join(site_names(summary)) or '?'}",
-        f"- task: {summary.get('task', '?')}" + (f" (classes: {', '.join(classes)})" if classes else ""),
+        f"- dataset: {summary.dataset or '?'}; sites: {', '.join(site_names(summary)) or '?'}",
+        f"- task: {summary.task}" + (f" (classes: {', '.join(summary.classes)})" if summary.classes else ""),
         f"- methods: {', '.join(methods) or 'none'}" + (f" (wall time: {seconds})" if seconds else ""),
-        f"- rounds: {summary.get('rounds', '?')}; local epochs per round: {summary.get('local_epochs', '?')}",
-        f"- privacy: {summary.get('privacy', '?')}",
-        f"- headline: {metric_label(summary['headline'], summary.get('higher_is_better', True))}, mean over sites",
+        f"- rounds: {summary.rounds}; local epochs per round: {summary.local_epochs}",
+        f"- privacy: {summary.privacy}",
+        f"- headline: {metric_label(summary.headline, summary.higher_is_better)}, mean over sites",
         "", "### Partition", "", *_partition_markdown(summary), "",
     ]
-    privacy = privacy_lines(summary.get("privacy_sites") or {}, int(summary.get("rounds") or 0))
+    privacy = privacy_lines(summary.privacy_sites, summary.rounds)
     if privacy:
         lines += ["### Differential privacy", "", *privacy, ""]
-    attacked = attack_lines(summary.get("attacks"))
+    attacked = attack_lines(summary.attacks)
     if attacked:
         lines += ["### Membership inference", "", *attacked, ""]
     lines += ["## Results (test split)", "", *_results_markdown(summary), "", _explanation(summary), ""]
@@ -358,15 +358,14 @@ def write_report(run_dir: Path, summary: dict, plots: list[Path]) -> Path:
     names = {"config": "resolved config", "metrics": "metrics per round (CSV)", "summary": "summary (JSON)",
              "checkpoint": "checkpoint", "sites": "site manifests"}
     lines += [_link(run_dir, path, names.get(key, key)) for key, path in files.items()] + [""]
-    warnings = summary.get("warnings", [])
-    if warnings:
-        lines += ["## Warnings", "", *(f"- **{w}**" for w in warnings), ""]
+    if summary.warnings:
+        lines += ["## Warnings", "", *(f"- **{w}**" for w in summary.warnings), ""]
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path
 
 
-def write_all(run_dir: Path, summary: dict) -> list[Path]:
+def write_all(run_dir: Path, summary: RunSummary) -> list[Path]:
     """Read ``run_dir/metrics.csv``, write every figure into ``run_dir/plots/``, then ``report.md``.
 
     Args:
@@ -392,7 +391,7 @@ def write_all(run_dir: Path, summary: dict) -> list[Path]:
     epsilon = plot_epsilon(metrics, out_dir)
     if epsilon is not None:
         plots.append(epsilon)
-    explained = plot_explanations(summary.get("explanations") or {}, summary.get("modalities", []), out_dir)
+    explained = plot_explanations(summary.explanations, summary.modalities, out_dir)
     if explained is not None:
         plots.append(explained)
     return [*plots, write_report(run_dir, summary, plots)]

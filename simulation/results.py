@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from client.atomic_io import atomic_write_text
+
+if TYPE_CHECKING:
+    from simulation.run_summary import MethodResult
 
 __all__ = ["MetricsLog", "atomic_write_text", "federated_rows", "json_safe", "METRIC_COLUMNS", "MEAN_SITE", "POOLED_SITE"]
 
@@ -31,12 +34,16 @@ class MetricsLog:
                     {"method": method, "round": round, "site": site, "split": split, "metric": name, "value": float(value)}
                 )
 
-    def add_summary(self, method: str, round: int, summary: dict[str, Any]) -> None:
+    def add_summary(self, method: str, round: int, result: MethodResult) -> None:
         """Final test figures of one method: every site, the mean over sites, the pooled test."""
-        for site, values in summary["per_site"].items():
-            self.add(method=method, round=round, site=site, split="test", metrics=values)
-        self.add(method=method, round=round, site=MEAN_SITE, split="test", metrics=summary["site_mean"])
-        self.add(method=method, round=round, site=POOLED_SITE, split="test", metrics=summary["pooled_test"])
+        for site, values in result.per_site.items():
+            counts = {k: v for k in ("n", "n_pos", "n_events") if (v := values.count(k)) is not None}
+            threshold = {} if values.threshold is None else {"threshold": values.threshold}
+            steps = {} if values.train_steps is None else {"train_steps": values.train_steps}
+            self.add(method=method, round=round, site=site, split="test",
+                     metrics={**values.metrics, **counts, **threshold, **steps})  # fmt: skip
+        self.add(method=method, round=round, site=MEAN_SITE, split="test", metrics=result.site_mean)
+        self.add(method=method, round=round, site=POOLED_SITE, split="test", metrics=result.pooled_test)
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=METRIC_COLUMNS)

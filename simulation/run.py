@@ -26,6 +26,7 @@ from simulation.flower_runner import FederationEngine, FederationError, federati
 from simulation.prepare import prepare_sites, schema_summary
 from simulation.repeats import aggregate_repeats, paired_comparison, repeats_markdown
 from simulation.results import json_safe
+from simulation.run_summary import SUMMARY_VERSION, RunSummary
 
 __all__ = ["simulate", "APP_DIR"]
 
@@ -53,8 +54,9 @@ def _run_federation(engine: FederationEngine, config: SimulationConfig, run_dir:
     return time.monotonic() - start
 
 
-def simulate(config: SimulationConfig, run_dir: Path, console: Console | None = None) -> dict[str, Any]:
-    """Run ``config.repeats`` seeds and write the run folder; returns the summary.
+def simulate(config: SimulationConfig, run_dir: Path, console: Console | None = None) -> RunSummary | dict[str, Any]:
+    """Run ``config.repeats`` seeds and write the run folder; returns the summary: one
+    repeat's :class:`RunSummary`, or for several the dict ``summary.json`` holds.
 
     One repeat writes its outputs into ``run_dir``. Several write ``run_dir/repeat_<k>/``
     each (seed ``seed + k``: its own split and initialisation), and ``run_dir/summary.json``
@@ -72,7 +74,8 @@ def simulate(config: SimulationConfig, run_dir: Path, console: Console | None = 
     return _write_repeats(config, run_dir, summaries, console)
 
 
-def _write_repeats(config: SimulationConfig, run_dir: Path, summaries: list[dict], console: Console) -> dict[str, Any]:
+def _write_repeats(config: SimulationConfig, run_dir: Path, summaries: list[RunSummary], console: Console
+                   ) -> dict[str, Any]:
     first = summaries[0]
     aggregate = aggregate_repeats(summaries)
     federated = [m for m in ("personalized", "federated") if m in aggregate]
@@ -80,17 +83,17 @@ def _write_repeats(config: SimulationConfig, run_dir: Path, summaries: list[dict
     paired = [paired_comparison(summaries, a, b) for a in federated for b in others]
     if "personalized" in aggregate and "federated" in aggregate:
         paired.insert(0, paired_comparison(summaries, "personalized", "federated"))
-    summary = {"name": config.name, "dataset": config.dataset, "task": first["task"], "headline": first["headline"],
-               "higher_is_better": first["higher_is_better"], "repeats": len(summaries),
+    summary = {"version": SUMMARY_VERSION, "name": config.name, "dataset": config.dataset, "task": first.task,
+               "headline": first.headline, "higher_is_better": first.higher_is_better, "repeats": len(summaries),
                "seeds": [config.run.seed + k for k in range(len(summaries))], "aggregate": aggregate,
-               "paired": paired, "runs": summaries}  # fmt: skip
+               "paired": paired, "runs": [s.to_dict() for s in summaries]}  # fmt: skip
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.resolved, sort_keys=False))
     atomic_write_text(run_dir / "summary.json", json.dumps(json_safe(summary), indent=2))
     lines = [f"# {config.name}: {len(summaries)} repeats", "",
-             *repeats_markdown(aggregate, paired, first["headline"], len(summaries)),
+             *repeats_markdown(aggregate, paired, first.headline, len(summaries)),
              *(f"- [repeat {k} (seed {seed})](repeat_{k}/report.md)" for k, seed in enumerate(summary["seeds"])), ""]
     atomic_write_text(run_dir / "report.md", "\n".join(lines))
-    console.print("\n".join(repeats_markdown(aggregate, paired, first["headline"], len(summaries))), highlight=False)
+    console.print("\n".join(repeats_markdown(aggregate, paired, first.headline, len(summaries))), highlight=False)
     console.print(f"outputs: [bold]{run_dir}[/] (report.md, summary.json, repeat_*/)")
     return summary
 
@@ -128,7 +131,7 @@ def _prepare_sites(config: SimulationConfig, run_dir: Path, console: Console, *,
 
 
 def _simulate_once(config: SimulationConfig, run_dir: Path, console: Console, *, first_repeat: bool = True
-                   ) -> dict[str, Any]:
+                   ) -> RunSummary:
     """One seed: sites, the federation, the baselines, and the run folder. The privacy warning,
     the same for every repeat, is printed in the first one only (each report still lists it)."""
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ from simulation.explanations import collect_explanations
 from simulation.privacy_report import baseline_ledger_dir, privacy_lines, run_privacy
 from simulation.report import print_results, write_all
 from simulation.results import MEAN_SITE, MetricsLog, federated_rows, json_safe
+from simulation.run_summary import MethodResult, RunSummary, SitePartition
 
 __all__ = ["score_repeat", "TABLE_METRICS"]
 
@@ -45,7 +46,7 @@ TABLE_METRICS = {
 
 
 def score_repeat(config: SimulationConfig, run_dir: Path, table: SampleTable, manifests: list[Manifest],
-                 warnings_list: list[str], *, federated_seconds: float, console: Console) -> dict[str, Any]:
+                 warnings_list: list[str], *, federated_seconds: float, console: Console) -> RunSummary:
     """Score the repeat whose federation wrote ``run_dir/federated``, train and score its
     baselines, and write its run folder; ``warnings_list`` (extended here) goes into the
     report. Returns the repeat's summary."""
@@ -62,7 +63,7 @@ def score_repeat(config: SimulationConfig, run_dir: Path, table: SampleTable, ma
     log = MetricsLog()
     federated_rows(run_dir / "federated" / "site_metrics.jsonl", log)
     metrics = TABLE_METRICS[task.name]
-    methods: dict[str, Any] = {}
+    methods: dict[str, MethodResult] = {}
     reported, failures = read_site_evaluations(run_dir / "federated" / SITE_EVALUATION_FILE)
     for failure in failures:
         warnings_list.append(f"final evaluation: {failure}")
@@ -73,9 +74,9 @@ def score_repeat(config: SimulationConfig, run_dir: Path, table: SampleTable, ma
         if not evaluations:
             continue
         pooled = pooled_test_metrics(lambda site: global_model, data["test"], task, device=device) if kind == "global" else {}
-        methods[name] = summarise_method(evaluations, metrics=metrics, pooled=pooled)
-        methods[name]["seconds"] = round(seconds["federated"], 1)
-        methods[name]["source"] = "reported by the sites (Flower final evaluation round)"
+        methods[name] = replace(summarise_method(evaluations, metrics=metrics, pooled=pooled),
+                                seconds=round(seconds["federated"], 1),
+                                source="reported by the sites (Flower final evaluation round)")  # fmt: skip
         log.add_summary(name, config.run.rounds, methods[name])
     for name in config.baselines:
         model_for, seconds[name], steps = _baseline(name, config, data, spec, task, log, device, console, run_dir)
@@ -83,34 +84,34 @@ def score_repeat(config: SimulationConfig, run_dir: Path, table: SampleTable, ma
                                      n_boot=config.run.bootstrap, seed=config.run.seed)  # fmt: skip
         evaluations = [replace(e, train_steps=steps[e.site]) for e in evaluations]
         pooled = pooled_test_metrics(model_for, data["test"], task, device=device)
-        methods[name] = summarise_method(evaluations, metrics=metrics, pooled=pooled)
-        methods[name]["seconds"] = round(seconds[name], 1)
-        methods[name]["source"] = "simulation only: scored centrally with the sites' evaluation code"
+        methods[name] = replace(summarise_method(evaluations, metrics=metrics, pooled=pooled),
+                                seconds=round(seconds[name], 1),
+                                source="simulation only: scored centrally with the sites' evaluation code")  # fmt: skip
         log.add_summary(name, config.run.rounds, methods[name])
     explanations = collect_explanations(global_model, data["test"], device=device)
     attacks = _attack(config, run_dir, global_model, data, task, spec, device, console)
     _add_round_means(log)
     log.save(run_dir / "metrics.csv")
 
-    summary = {
-        "name": config.name, "dataset": config.dataset, "description": table.description, "task": task.name,
-        "headline": task.headline, "higher_is_better": task.higher_is_better, "classes": features.classes,
-        "rounds": config.run.rounds, "local_epochs": config.run.train.epochs, "privacy": config.privacy,
-        "privacy_sites": run_privacy(config.run.privacy, run_dir, config.baselines),
-        "partition": _partition_summary(manifests, task.name), "sites": [m.site for m in manifests],
-        "metrics": metrics, "methods": methods, "warnings": warnings_list,
-        "modalities": features.modalities, "explanations": explanations, "attacks": attacks,
-        "files": {"config": "config.yaml", "metrics": "metrics.csv", "summary": "summary.json",
-                  "checkpoint": "federated/global.pt", "sites": "sites/", "logs": "logs/"},
-    }  # fmt: skip
+    files = {"config": "config.yaml", "metrics": "metrics.csv", "summary": "summary.json",
+             "checkpoint": "federated/global.pt", "sites": "sites/", "logs": "logs/"}  # fmt: skip
     if attacks:
-        summary["files"]["attacks"] = ATTACK_FILE
-    atomic_write_text(run_dir / "summary.json", json.dumps(json_safe(summary), indent=2))
+        files["attacks"] = ATTACK_FILE
+    summary = RunSummary(
+        name=config.name, dataset=config.dataset, description=table.description, task=task.name,
+        headline=task.headline, higher_is_better=task.higher_is_better, classes=[str(c) for c in features.classes],
+        rounds=config.run.rounds, local_epochs=config.run.train.epochs, privacy=config.privacy,
+        privacy_sites=run_privacy(config.run.privacy, run_dir, config.baselines, config.run.central_privacy),
+        partition=_partition_summary(manifests, task.name), sites=[m.site for m in manifests],
+        metrics=metrics, methods=methods, warnings=warnings_list, modalities=list(features.modalities),
+        explanations=explanations, attacks=attacks, files=files,
+    )  # fmt: skip
+    atomic_write_text(run_dir / "summary.json", summary.to_json())
     write_all(run_dir, summary)
-    print_results({**summary, "warnings": []}, console)  # the warnings were printed as they arose
+    print_results(replace(summary, warnings=[]), console)  # the warnings were printed as they arose
     if warnings_list:
         console.print(f"{len(warnings_list)} warning(s) printed above; report.md lists them")
-    for line in privacy_lines(summary["privacy_sites"], config.run.rounds):
+    for line in privacy_lines(summary.privacy_sites, config.run.rounds):
         console.print(line, markup=False, highlight=False)
     if attacks:
         console.print(attack_summary_line(attacks), markup=False, highlight=False)
@@ -118,22 +119,23 @@ def score_repeat(config: SimulationConfig, run_dir: Path, table: SampleTable, ma
     return summary
 
 
-def _partition_summary(manifests: list[Manifest], task: str) -> dict[str, Any]:
+def _partition_summary(manifests: list[Manifest], task: str) -> dict[str, SitePartition]:
     out = {}
     for m in manifests:
         table, schema = m.table, m.schema
-        entry: dict[str, Any] = {s: int(m.split_mask(s).sum()) for s in ("train", "val", "test")}
+        labels: dict[str, int] = {}
         if task in ("binary", "multiclass"):
             counts = table[schema.label_column].value_counts().sort_index()
-            entry["labels"] = {str(k): int(v) for k, v in counts.items()}
+            labels = {str(k): int(v) for k, v in counts.items()}
         elif task == "survival":
             events = int(table[schema.event_column].astype(float).sum())
-            entry["labels"] = {"events": events, "censored": int(len(table) - events)}
-        entry["modalities"] = {
+            labels = {"events": events, "censored": int(len(table) - events)}
+        modalities = {
             mod: int(len(table)) if mod == "tabular" else int(table[m.schema.modality_columns(mod)].notna().any(axis=1).sum())
             for mod in m.schema.modalities
         }
-        out[m.site] = entry
+        out[m.site] = SitePartition(**{s: int(m.split_mask(s).sum()) for s in ("train", "val", "test")},
+                                    labels=labels, modalities=modalities)  # fmt: skip
     return out
 
 

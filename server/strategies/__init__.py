@@ -8,10 +8,13 @@ Each rule is a pure function over numpy dicts in its own module; the classes cal
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from logging import INFO
 from pathlib import Path
 
 from flwr.app import MetricRecord
+from flwr.common.logger import log
 
+from server.central_accounting import noise_for_target
 from server.settings import CentralDPSettings, StrategySettings
 from server.strategies.aggregation import aggregate_modules
 from server.strategies.base import ModalityAwareStrategy
@@ -62,6 +65,7 @@ def build_strategy(
     central_privacy: CentralDPSettings | None = None,
     central_privacy_file: str | Path | None = None,
     local_modules: Iterable[str] = (),
+    rounds: int | None = None,
 ) -> ModalityAwareStrategy:
     """The strategy ``settings.name`` names, with its hyper-parameters from ``settings``;
     under ``privacy=central_dp`` wrapped in :class:`CentralDPStrategy`.
@@ -74,6 +78,7 @@ def build_strategy(
         central_privacy: client-level DP settings; ``None`` or disabled: no wrapper.
         central_privacy_file: where the server's epsilon per round is written.
         local_modules: modules the configuration keeps at the sites (never sent, never noised).
+        rounds: the planned rounds; needed when ``central_privacy.target_epsilon`` sizes the noise.
 
     Raises:
         KeyError: an unknown strategy name (the message lists the known ones).
@@ -92,8 +97,16 @@ def build_strategy(
     if central_privacy is None or not central_privacy.enabled:
         return strategy
     dp = central_privacy
-    return CentralDPStrategy(strategy, noise_multiplier=dp.noise_multiplier, clipping_norm=dp.clipping_norm,
+    noise_multiplier = dp.noise_multiplier
+    if dp.target_epsilon is not None:
+        if rounds is None:
+            raise ValueError("privacy.target_epsilon sizes the server's noise for the planned rounds: pass rounds")
+        noise_multiplier = noise_for_target(dp.target_epsilon, delta=dp.delta, sample_rate=settings.fraction_train,
+                                            rounds=rounds)  # fmt: skip
+        log(INFO, "fedfusion: client-level DP noise multiplier %.4f for epsilon %g at delta %.3g over %d rounds "
+            "(site sample rate %g)", noise_multiplier, dp.target_epsilon, dp.delta, rounds, settings.fraction_train)
+    return CentralDPStrategy(strategy, noise_multiplier=noise_multiplier, clipping_norm=dp.clipping_norm,
                              expected_sites=settings.fraction_train * num_nodes, delta=dp.delta, clipping=dp.clipping,
                              target_quantile=dp.target_quantile, clip_lr=dp.clip_lr,
                              clipped_count_stddev=dp.clipped_count_stddev, local_modules=local_modules,
-                             privacy_file=central_privacy_file)  # fmt: skip
+                             privacy_file=central_privacy_file, target_epsilon=dp.target_epsilon)  # fmt: skip

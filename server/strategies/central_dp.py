@@ -256,6 +256,7 @@ class CentralDPStrategy(ModalityAwareStrategy):
         local_modules: modules the configuration keeps at the sites (FedPer's).
         privacy_file: where the accountant writes each round (``federated/central_privacy.json``).
         rng: the noise and sampling source; ``None``: seeded from the OS, never from the run seed.
+        target_epsilon: recorded only: the epsilon ``noise_multiplier`` was sized for, if any.
     """
 
     hyperparameters: ClassVar[tuple[str, ...]] = ("noise_multiplier", "clipping_norm", "clipping", "expected_sites")
@@ -276,6 +277,7 @@ class CentralDPStrategy(ModalityAwareStrategy):
         local_modules: Iterable[str] = (),
         privacy_file: str | Path | None = None,
         rng: np.random.Generator | None = None,
+        target_epsilon: float | None = None,
     ) -> None:
         if type(inner) is not ModalityAwareFedAvg and not isinstance(inner, ServerOptimiserStrategy):
             raise ValueError(f"central DP wraps only rules of the mean ({', '.join(CENTRAL_DP_STRATEGIES)}); "
@@ -322,7 +324,7 @@ class CentralDPStrategy(ModalityAwareStrategy):
                       "target_quantile": self.target_quantile if clipping == "adaptive" else None,
                       "clip_lr": self.clip_lr if clipping == "adaptive" else None, "expected_sites": self.expected_sites,
                       "aggregation": "unweighted sum of clipped updates / expected_sites", "rule": type(inner).__name__,
-                      "local_modules": list(self.local_modules)},
+                      "local_modules": list(self.local_modules), "target_epsilon": target_epsilon},
         )  # fmt: skip
         self._sampled = 0
 

@@ -66,3 +66,34 @@ def test_adaptive_clipping_accounts_the_effective_sigma_and_noises_the_update_mo
     written = json.loads((tmp_path / "c.json").read_text())
     assert written["settings"]["clipping"] == "adaptive"
     assert written["settings"]["update_noise_multiplier"] == pytest.approx(z_update)
+
+
+@pytest.mark.parametrize("target, q, rounds", [(3.0, 1.0, 5), (8.0, 0.5, 20)])
+def test_a_target_epsilon_sizes_the_noise_so_the_planned_run_ends_just_within_it(tmp_path, target, q, rounds):
+    from server.settings import CentralDPSettings, StrategySettings
+    from server.strategies import build_strategy
+
+    dp = CentralDPSettings(name="central_dp", noise_multiplier=99.0, target_epsilon=target)
+    strategy = build_strategy(StrategySettings(name="fedavg", fraction_train=q), on_site_metrics=None, num_nodes=4,
+                              central_privacy=dp, central_privacy_file=tmp_path / "c.json", rounds=rounds)  # fmt: skip
+    assert strategy.noise_multiplier != 99.0  # the given z is replaced
+    reference = RDPAccountant()
+    for _ in range(rounds):
+        reference.step(noise_multiplier=strategy.noise_multiplier, sample_rate=q)
+    assert target * 0.99 <= reference.get_epsilon(delta=dp.delta) <= target
+    lower = RDPAccountant()  # a clearly smaller z would overspend: z is (near) the smallest that fits
+    for _ in range(rounds):
+        lower.step(noise_multiplier=strategy.noise_multiplier * 0.97, sample_rate=q)
+    assert lower.get_epsilon(delta=dp.delta) > target
+    assert strategy.accountant.settings["target_epsilon"] == target
+
+
+def test_a_target_epsilon_needs_the_planned_rounds_and_a_positive_value():
+    from server.settings import CentralDPSettings, StrategySettings
+    from server.strategies import build_strategy
+
+    dp = CentralDPSettings(name="central_dp", target_epsilon=2.0)
+    with pytest.raises(ValueError, match="pass rounds"):
+        build_strategy(StrategySettings(name="fedavg"), on_site_metrics=None, num_nodes=4, central_privacy=dp)
+    with pytest.raises(ValueError, match=r"privacy.target_epsilon must be a number > 0, or null"):
+        CentralDPSettings(name="central_dp", target_epsilon=0)

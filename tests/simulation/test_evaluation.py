@@ -18,10 +18,10 @@ def _site(name, auroc, *, readable=True, n_pos=20):
 def test_flagged_sites_are_shown_but_kept_out_of_the_headline_mean():
     summary = summarise_method([_site("a", 0.8), _site("b", 0.6), _site("c", 0.2, readable=False, n_pos=3),
                                 _site("d", float("nan"))], metrics=["auroc"], pooled={"auroc": 0.9})  # fmt: skip
-    assert summary["site_mean"]["auroc"] == pytest.approx(0.7) and summary["site_mean_n"]["auroc"] == 2
-    assert summary["site_mean_all"]["auroc"] == pytest.approx((0.8 + 0.6 + 0.2) / 3)
-    c = summary["per_site"]["c"]
-    assert c["auroc"] == 0.2 and c["auroc_ci"] == pytest.approx([0.1, 0.3]) and c["readable"] is False
-    assert c["n_pos"] == 3 and c["threshold"] == 0.4 and "3 positives" in c["note"]
-    assert math.isnan(summary["per_site"]["d"]["auroc"])
-    assert summary["pooled_test"]["auroc"] == 0.9
+    assert summary.site_mean["auroc"] == pytest.approx(0.7) and summary.site_mean_n["auroc"] == 2
+    assert summary.site_mean_all["auroc"] == pytest.approx((0.8 + 0.6 + 0.2) / 3)
+    c = summary.per_site["c"]
+    assert c.value("auroc") == 0.2 and c.interval("auroc") == pytest.approx((0.1, 0.3)) and c.readable is False
+    assert c.n_pos == 3 and c.threshold == 0.4 and "3 positives" in c.note
+    assert math.isnan(summary.per_site["d"].value("auroc"))
+    assert summary.pooled_test["auroc"] == 0.9

@@ -59,3 +59,42 @@ def test_the_epsilon_plot_draws_each_site_and_is_absent_without_dp(tmp_path):
 @pytest.mark.parametrize("argv", [[], ["report"], ["show", "x"]])
 def test_usage_errors(argv):
     assert main(argv) == 2
+
+
+def _central_record(tmp_path, *, clipped: list[int], clipping: str = "fixed"):
+    from server.central_accounting import CENTRAL_PRIVACY_FILE, CentralAccountant
+
+    path = tmp_path / "federated" / CENTRAL_PRIVACY_FILE
+    path.parent.mkdir(parents=True)
+    accountant = CentralAccountant(noise_multiplier=1.2, sample_rate=0.5, delta=1e-5, path=path,
+                                   settings={"clipping": clipping, "initial_clipping_norm": 1.0, "target_epsilon": 4.0})
+    for r, c in enumerate(clipped, start=1):
+        accountant.step(round=r, sampled=3, aggregated=3, clipped=c, clipping_norm=1.0, noise_std=0.4,
+                        next_clipping_norm=1.0 + 0.1 * r)  # fmt: skip
+    return accountant
+
+
+def test_the_run_report_states_the_servers_epsilon_from_its_record(tmp_path):
+    from client.settings import PrivacySettings
+    from server.settings import CentralDPSettings
+    from simulation.privacy_report import privacy_lines, run_privacy
+
+    accountant = _central_record(tmp_path, clipped=[1, 0, 2], clipping="adaptive")
+    central = CentralDPSettings(name="central_dp", target_epsilon=4.0)
+    privacy = run_privacy(PrivacySettings(), tmp_path, (), central)
+    assert privacy["central"]["epsilon"] == pytest.approx(accountant.epsilon())
+    assert (privacy["central"]["rounds"], privacy["central"]["updates_clipped"]) == (3, 3)
+    text = " ".join(privacy_lines(privacy, rounds=3))
+    assert f"epsilon **{accountant.epsilon():.3f}** at delta 1e-05 after 3 rounds (sized for a target of 4)" in text
+    assert "noise multiplier 1.2, site sample rate 0.5" in text and "C from 1 to 1.3" in text
+    assert "3 of 9 site updates were clipped" in text
+
+
+def test_a_central_run_without_its_record_says_no_epsilon_can_be_stated(tmp_path):
+    from client.settings import PrivacySettings
+    from server.settings import CentralDPSettings
+    from simulation.privacy_report import privacy_lines, run_privacy
+
+    privacy = run_privacy(PrivacySettings(), tmp_path, (), CentralDPSettings(name="central_dp"))
+    assert privacy == {"name": "central_dp", "central": {}}
+    assert "no epsilon can be stated" in privacy_lines(privacy, rounds=3)[0]

@@ -4,15 +4,17 @@ import numpy as np
 import pytest
 
 from simulation.repeats import aggregate_repeats, paired_comparison, repeats_markdown
+from simulation.run_summary import RunSummary
 
 
-def _summary(fed: dict[str, float], pooled: dict[str, float], flagged: str = "c") -> dict:
+def _summary(fed: dict[str, float], pooled: dict[str, float], flagged: str = "c") -> RunSummary:
     def method(values):
         per_site = {s: {"auroc": v, "readable": s != flagged} for s, v in values.items()}
         readable = [v for s, v in values.items() if s != flagged]
         return {"per_site": per_site, "site_mean": {"auroc": float(np.mean(readable))},
                 "site_mean_all": {"auroc": float(np.mean(list(values.values())))}}
-    return {"headline": "auroc", "higher_is_better": True, "methods": {"federated": method(fed), "pooled": method(pooled)}}
+    return RunSummary.from_dict({"name": "toy", "task": "binary", "headline": "auroc", "higher_is_better": True,
+                                 "methods": {"federated": method(fed), "pooled": method(pooled)}})
 
 
 RUNS = [

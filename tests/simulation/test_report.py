@@ -14,6 +14,7 @@ from rich.console import Console
 
 from simulation.plots import metric_label
 from simulation.report import print_results, results_table, write_all, write_report
+from simulation.run_summary import RunSummary
 
 SITES = ["alpha", "beta", "gamma"]
 METHODS = ["federated", "pooled", "local"]
@@ -132,7 +133,7 @@ def _check_links(report: Path) -> list[str]:
 def test_write_all_binary(tmp_path: Path) -> None:
     summary = _binary_summary()
     run_dir = _run_dir(tmp_path, summary, _metrics_frame(summary, with_mean=True, rounds=[1, 2, 3]))
-    paths = write_all(run_dir, summary)
+    paths = write_all(run_dir, RunSummary.from_dict(summary))
     _check_pngs(paths)
     report = paths[-1]
     assert report == run_dir / "report.md" and all(p.exists() for p in paths)
@@ -158,7 +159,7 @@ def test_write_all_survival_one_method(tmp_path: Path) -> None:
     summary["methods"]["federated"]["pooled_test"]["c_index"] = 0.6  # below the mean over sites (0.68)
     # no __mean__ rows and a missing round 2: curves fall back to the mean over sites
     run_dir = _run_dir(tmp_path, summary, _metrics_frame(summary, with_mean=False, rounds=[1, 3]))
-    paths = write_all(run_dir, summary)
+    paths = write_all(run_dir, RunSummary.from_dict(summary))
     _check_pngs(paths)
     text = paths[-1].read_text()
     _check_links(paths[-1])
@@ -180,7 +181,7 @@ def test_lower_is_better_and_empty_metrics(tmp_path: Path) -> None:
         row["rmse"] = 3.0
     run_dir = tmp_path / "reg"
     run_dir.mkdir()  # no metrics.csv, no config: the report still comes out, links marked
-    paths = write_all(run_dir, summary)
+    paths = write_all(run_dir, RunSummary.from_dict(summary))
     _check_pngs(paths)
     text = paths[-1].read_text()
     assert "RMSE (lower is better)" in text and "(not written)" in text
@@ -189,7 +190,7 @@ def test_lower_is_better_and_empty_metrics(tmp_path: Path) -> None:
 
 def _render(summary: dict) -> str:
     console = Console(record=True, width=220)
-    console.print(results_table(summary))
+    console.print(results_table(RunSummary.from_dict(summary)))
     return console.export_text()
 
 
@@ -221,7 +222,7 @@ def test_results_table_single_method_single_site(keep: list[str]) -> None:
 
 def test_print_results_explains_headline() -> None:
     console = Console(record=True, width=220)
-    print_results(_binary_summary(), console)
+    print_results(RunSummary.from_dict(_binary_summary()), console)
     text = " ".join(console.export_text().split())  # the explanation wraps at the console width
     assert "mean over sites" in text and "inflated" in text
     assert "13.0% to 34.8%" in text  # malignant share spread over the three sites
@@ -231,7 +232,7 @@ def test_print_results_explains_headline() -> None:
 def test_write_report_is_atomic_overwrite(tmp_path: Path) -> None:
     summary = _binary_summary()
     (tmp_path / "report.md").write_text("old")
-    path = write_report(tmp_path, summary, [])
+    path = write_report(tmp_path, RunSummary.from_dict(summary), [])
     assert path.read_text().startswith("# toy_binary") and not list(tmp_path.glob(".report.md.*"))
 
 
@@ -245,11 +246,11 @@ def test_the_pooled_rows_threshold_and_a_personalized_model_without_pooled_test_
     assert len(filled) == 3 and all("0.5" in row for row in filled)
     assert all("0.5" not in row for row in pooled if row not in filled), "no threshold where nothing was scored"
     console = Console(record=True, width=400)
-    print_results(summary, console)
+    print_results(RunSummary.from_dict(summary), console)
     text = " ".join(console.export_text().split())
     assert "The pooled test's threshold metrics use 0.5" in text
     assert "The personalized model has no pooled test: each site keeps its own model" in text
     del summary["methods"]["personalized"]
     console = Console(record=True, width=400)
-    print_results(summary, console)
+    print_results(RunSummary.from_dict(summary), console)
     assert "personalized model has no pooled test" not in " ".join(console.export_text().split())
