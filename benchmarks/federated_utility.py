@@ -46,6 +46,10 @@ RECIPES: dict[str, list[str]] = {
     "default+fedprox": ["strategy=fedprox"],
     "logit_adjust+ditto": ["train.label_skew=logit_adjust", "personalization=ditto"],
     "logit_adjust+fedper": ["train.label_skew=logit_adjust", "personalization=fedper"],
+    # DP-SGD at every site (Opacus), epsilon 5 for the planned run, against "default" without DP
+    "default+dp_eps5": ["privacy=dp", "privacy.target_epsilon=5"],
+    # the same with 4x larger Poisson batches (fewer, less noisy steps) and a larger step size
+    "default+dp_eps5_batch256": ["privacy=dp", "privacy.target_epsilon=5", "train.batch_size=256", "train.lr=0.003"],
 }
 _DATASETS = {"ham10000": ["data=ham10000"], "tcga_brca": ["data=tcga_brca"]}
 

@@ -1,6 +1,7 @@
 """What the training and evaluation messages do at a site: unpack the message, call the plain
 functions, pack the reply (the statistics query is :mod:`client.site_query`). ``client.app``
-registers these with Flower and loads this module after the site's first statistics reply.
+registers these with Flower and imports this module with the site's first training or
+evaluation message.
 
 Node facts come from ``node_config``: ``manifest`` (this site's CSV), optional ``cache-dir``,
 ``state-dir`` (where the site keeps what is its own: personalised weights, its privacy

@@ -25,8 +25,9 @@ import tomli_w
 
 from simulation.app_bundle import stage_app
 
-__all__ = ["FederationError", "FederationEngine", "federation_engine", "client_cpus", "flower_environment", "free_port", "stop_process_group",
-           "stop_pid", "alive", "descendants", "LocalSuperLink", "find_local_superlinks", "superlink_command"]  # fmt: skip
+__all__ = ["FederationError", "FederationEngine", "federation_engine", "client_cpus", "flower_environment", "free_port",
+           "stop_process_group", "stop_pid", "alive", "descendants", "LocalSuperLink", "find_local_superlinks",
+           "superlink_command"]  # fmt: skip
 
 _STARTUP_TIMEOUT_S = 60.0
 
