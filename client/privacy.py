@@ -38,6 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data._utils.collate import default_collate
 
+from client.grad_sample_choice import AUTO, check_rows, choose_grad_sample_mode
 from client.ledger import History, PrivacyLedger, merged_history
 from client.settings import PrivacySettings, TrainSettings
 
@@ -47,6 +48,7 @@ __all__ = [
     "BudgetExceeded",
     "PrivacyRefused",
     "SitePrivacy",
+    "TensorArguments",
     "default_delta",
     "ledger_root",
     "plan_round",
@@ -194,7 +196,7 @@ class SitePrivacy:
         return min(self.settings.limit, self.budget_cap if self.budget_cap is not None else math.inf)
 
 
-class _TensorArguments(nn.Module):
+class TensorArguments(nn.Module):
     """The model called with tensors: Opacus' ``ew`` wrapper takes the batch size from
     ``args[0].shape[0]``, which a dict does not have; the presence mask goes first."""
 
@@ -232,6 +234,9 @@ class DPRound:
 
     def __init__(self, plan: DPPlan, history: History) -> None:
         self.plan = plan
+        #: the mode that ran: the plan's, or under ``auto`` the one chosen for the model at ``attach``
+        self.grad_sample_mode = plan.grad_sample_mode
+        self.grad_sample_reason = ""
         self.before = merged_history(list(history))
         from opacus import PrivacyEngine  # lazily: a run without DP skips Opacus' import
 
@@ -247,10 +252,17 @@ class DPRound:
         the noise: it depends on no training row, so it is post-processing and costs no epsilon.
         """
         plan = self.plan
-        module = _TensorArguments(model) if plan.grad_sample_mode == "ew" else model
+        mode = plan.grad_sample_mode
+        if mode == AUTO:
+            dataset, device = loader.dataset, next(model.parameters()).device
+            rows = default_collate([dataset[i] for i in check_rows(dataset.present)])
+            inputs = {k: rows[k].to(device) for k in [*model.modalities, "present"]}
+            mode, self.grad_sample_reason = choose_grad_sample_mode(model, inputs, rows["label"].to(device))
+        self.grad_sample_mode = mode
+        module = TensorArguments(model) if mode == "ew" else model
         wrapped, optimizer, private_loader = self.engine.make_private(
             module=module, optimizer=optimizer, data_loader=loader, noise_multiplier=plan.noise_multiplier,
-            max_grad_norm=plan.max_grad_norm, grad_sample_mode=plan.grad_sample_mode, poisson_sampling=True,
+            max_grad_norm=plan.max_grad_norm, grad_sample_mode=mode, poisson_sampling=True,
         )  # fmt: skip
         sampler_rate = private_loader.batch_sampler.sample_rate
         if not math.isclose(sampler_rate, plan.sample_rate, rel_tol=1e-12):
@@ -268,7 +280,7 @@ class DPRound:
         optimizer.attach_step_hook(step_hook)
         self.wrapped = wrapped
         empty = {k: v[:0] for k, v in default_collate([loader.dataset[0]]).items()}
-        if plan.grad_sample_mode == "ew":
+        if mode == "ew":
             modalities = list(model.modalities)
 
             def forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -112,7 +112,7 @@ def _private_round(model: MultimodalModel, dataset: SiteDataset, task: Task, set
                                   site=ledger.site, steps=steps,
                                   sample_rate=plan.sample_rate, noise_multiplier=plan.noise_multiplier,
                                   max_grad_norm=plan.max_grad_norm, delta=plan.delta, accountant=plan.accountant,
-                                  epsilon=epsilon, grad_sample_mode=plan.grad_sample_mode,
+                                  epsilon=epsilon, grad_sample_mode=dp.grad_sample_mode,
                                   recorded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))  # fmt: skip
     return _result(model, dataset, keep, result, epsilon=epsilon)
 

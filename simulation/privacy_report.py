@@ -188,8 +188,8 @@ def privacy_lines(privacy: dict[str, Any], rounds: int) -> list[str]:
     lines = [(f"DP-SGD (Opacus) at every site and in every baseline: {how}, C = {settings['max_grad_norm']:g}, "
               f"{settings['accountant']} accountant, grad-sample mode {settings['grad_sample_mode']}, lifetime "
               f"budget {budget}."), "",
-             "| method | site | epsilon | delta | sigma | q | rounds trained | stopped early |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| method | site | epsilon | delta | sigma | q | grad-sample mode | rounds trained | stopped early |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for method, sites in privacy.items():
         if method in ("name", "settings"):
             continue
@@ -197,7 +197,7 @@ def privacy_lines(privacy: dict[str, Any], rounds: int) -> list[str]:
             last = row.get("last_round")
             stopped = "no" if last is not None and last >= rounds else f"last trained in round {last}"
             lines.append(f"| {method} | {site} | {row['epsilon']:.3f} | {row['delta']:.2g} | {row['noise_multiplier']:.3g} "
-                         f"| {row['sample_rate']:.3g} | {row['rounds_trained']} | {stopped} |")  # fmt: skip
+                         f"| {row['sample_rate']:.3g} | {row['grad_sample_mode']} | {row['rounds_trained']} | {stopped} |")  # fmt: skip
     lines.append("")
     lines.append("Epsilon covers the weights each site sends (sample-level, its training split); not the feature "
                  "statistics sent before round 1, the sample counts, nor figures on validation and test rows. "

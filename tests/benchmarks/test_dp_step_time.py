@@ -37,11 +37,11 @@ def test_a_timed_dp_step_goes_through_dp_round(monkeypatch):
 def _ew_per_sample_gradients(spec, inputs, target):
     from opacus.grad_sample import wrap_model
 
-    from client.privacy import _TensorArguments
+    from client.privacy import TensorArguments
     from fusion_models.model import build_model
 
     model = build_model(spec, seed=0).eval()
-    wrapped = wrap_model(_TensorArguments(model), grad_sample_mode="ew", batch_first=True, loss_reduction="sum")
+    wrapped = wrap_model(TensorArguments(model), grad_sample_mode="ew", batch_first=True, loss_reduction="sum")
     out = wrapped(inputs["present"], *(inputs[m] for m in model.modalities))
     torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], target, reduction="sum").backward()
     return [p.grad_sample.detach() for p in model.parameters()]

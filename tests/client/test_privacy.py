@@ -215,6 +215,13 @@ def test_every_grad_sample_mode_trains_and_is_recorded(tmp_path, mode):
     assert not any(hasattr(p, "grad_sample") and p.grad_sample is not None for p in model.parameters())
 
 
+def test_auto_records_the_mode_it_chose_for_the_model(tmp_path):
+    settings = PrivacySettings(name="dp", noise_multiplier=1.0, budget=50.0, grad_sample_mode="auto")
+    train_round(_model(), _dataset(48), make_task("binary"), TRAIN, seed=0, device=CPU,
+                privacy=_privacy(tmp_path, settings))  # fmt: skip
+    assert PrivacyLedger.open(tmp_path, "a").entries[-1].grad_sample_mode == "ew"  # checked right on this MLP
+
+
 def test_a_dp_run_at_epsilon_8_learns_clearly_above_chance(tmp_path):
     train_set, test_set = _dataset(600, seed=0, noise=0.3), _dataset(300, seed=1, noise=0.3)
     model = _model()

@@ -1,0 +1,104 @@
+"""``privacy.grad_sample_mode=auto``: Opacus' ``ew`` (expanded weights) mode on a model whose
+``ew`` per-sample gradients are checked right at the site, ``hooks`` on any other.
+
+``ew`` is the faster mode on the small models (``benchmarks/results/dp_step_time``) but runs
+through torch's expanded-weights kernels, which fail on some layers (MONAI's DenseNet) and
+are not checked by Opacus against a reference. So before a model's first DP round the site
+computes, on two of its training rows, the per-sample gradients of ``ew`` and those of one
+backward pass per row, and takes ``ew`` only where every trainable parameter's agree. The
+check runs once per model layout in a process, on a copy of the model in eval mode (no
+dropout noise), with a loss that sums each row's own terms (its outputs and auxiliary
+losses), so each row's gradient is its own and every parameter training reaches is reached.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+__all__ = ["AUTO", "CHECK_ROWS", "check_rows", "choose_grad_sample_mode", "ew_disagreement"]
+
+AUTO = "auto"
+#: Rows of the site's training split the check runs on.
+CHECK_ROWS = 2
+_RTOL, _ATOL = 1e-4, 1e-6
+_CHOSEN: dict[tuple, tuple[str, str]] = {}
+
+
+def _layout(model: nn.Module) -> tuple:
+    return (type(model).__name__, tuple((name, tuple(p.shape)) for name, p in model.named_parameters()))
+
+
+def _loss(model: nn.Module, outputs: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
+    """A sum over rows of each row's own terms: its outputs and, where the model has them, its
+    auxiliary losses (batch means of per-row terms, so times the rows)."""
+    loss = outputs.sum()
+    if label is not None and hasattr(model, "auxiliary_loss"):
+        loss = loss + len(label) * model.auxiliary_loss(outputs, label)
+    return loss
+
+
+def ew_disagreement(model: nn.Module, batch: dict[str, torch.Tensor], label: torch.Tensor | None = None) -> str | None:
+    """Why ``ew``'s per-sample gradients cannot be used on ``model`` (``None``: for every
+    trainable parameter they equal one backward pass per row of ``batch``, to rtol 1e-4).
+
+    ``batch`` holds the model's inputs (its modalities and ``present``); ``label``, the rows'
+    labels, brings in the model's auxiliary losses. A trainable parameter no row's pass
+    reaches is not checked, and then neither is ``ew``.
+    """
+    from opacus.grad_sample import wrap_model
+
+    from client.privacy import TensorArguments
+
+    rows = len(batch["present"])
+    reference = copy.deepcopy(model).eval()
+    loop: list[list[torch.Tensor | None]] = []
+    for i in range(rows):
+        reference.zero_grad(set_to_none=True)
+        one = {k: v[i : i + 1] for k, v in batch.items()}
+        _loss(reference, reference(one), None if label is None else label[i : i + 1]).backward()
+        loop.append([None if p.grad is None else p.grad.detach().clone() for p in reference.parameters()])
+    checked = copy.deepcopy(model).eval()
+    try:
+        wrapped = wrap_model(TensorArguments(checked), grad_sample_mode="ew", batch_first=True, loss_reduction="sum")
+        _loss(checked, wrapped(batch["present"], *(batch[m] for m in checked.modalities)), label).backward()
+    except Exception as error:  # noqa: BLE001 - any failure of ew means hooks
+        return f"ew failed on this model: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    for k, (name, p) in enumerate(checked.named_parameters()):
+        if not p.requires_grad:
+            continue
+        expected = [row[k] for row in loop]
+        if all(e is None for e in expected):
+            return f"no row of the check reaches {name}, so ew's gradient of it cannot be checked"
+        truth = torch.stack([torch.zeros_like(p) if e is None else e for e in expected])
+        sample = getattr(p, "grad_sample", None)
+        if sample is None or sample.shape != truth.shape:
+            return f"ew gives no per-sample gradient of shape {tuple(truth.shape)} for {name}"
+        if not torch.allclose(sample, truth, rtol=_RTOL, atol=_ATOL):
+            worst = float((sample - truth).abs().max())
+            return f"ew's per-sample gradient of {name} is off by up to {worst:.3g}"
+    return None
+
+
+def choose_grad_sample_mode(model: nn.Module, batch: dict[str, torch.Tensor],
+                            label: torch.Tensor | None = None) -> tuple[str, str]:  # fmt: skip
+    """(mode, why) for ``model``: ``ew`` where :func:`ew_disagreement` finds none on ``batch``
+    (the rows the caller picked, :data:`CHECK_ROWS` of them), else ``hooks``; remembered per
+    model layout and process."""
+    key = _layout(model)
+    if key not in _CHOSEN:
+        problem = ew_disagreement(model, batch, label)
+        rows = len(batch["present"])
+        _CHOSEN[key] = ("hooks", problem) if problem else (
+            "ew", f"ew's per-sample gradients equal a per-row backward pass on {rows} rows")
+    return _CHOSEN[key]
+
+
+def check_rows(present: torch.Tensor, *, scan: int = 64) -> list[int]:
+    """The :data:`CHECK_ROWS` rows, of the first ``scan``, with the most modalities present,
+    so that the check reaches as many encoders as the site's data can."""
+    counts = present[:scan].sum(dim=1)
+    order = sorted(range(len(counts)), key=lambda i: (-int(counts[i]), i))
+    return order[:CHECK_ROWS]
