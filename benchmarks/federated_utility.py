@@ -50,6 +50,11 @@ RECIPES: dict[str, list[str]] = {
     "default+dp_eps5": ["privacy=dp", "privacy.target_epsilon=5"],
     # the same with 4x larger Poisson batches (fewer, less noisy steps) and a larger step size
     "default+dp_eps5_batch256": ["privacy=dp", "privacy.target_epsilon=5", "train.batch_size=256", "train.lr=0.003"],
+    # a smaller clipping bound with a larger step size (the noise std is sigma * C)
+    "default+dp_eps5_clip0.1": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.1", "train.lr=0.003"],
+    # fewer trainable parameters: the tabular encoder and head alone, without and with DP
+    "tabular": ["fusion=single", "fusion.modality=tabular"],
+    "tabular+dp_eps5": ["fusion=single", "fusion.modality=tabular", "privacy=dp", "privacy.target_epsilon=5"],
 }
 _DATASETS = {"ham10000": ["data=ham10000"], "tcga_brca": ["data=tcga_brca"]}
 
