@@ -14,8 +14,10 @@ losses), so each row's gradient is its own and every parameter training reaches 
 from __future__ import annotations
 
 import copy
+from logging import INFO
 
 import torch
+from flwr.common.logger import log
 from torch import nn
 
 __all__ = ["AUTO", "CHECK_ROWS", "check_rows", "choose_grad_sample_mode", "ew_disagreement"]
@@ -93,6 +95,7 @@ def choose_grad_sample_mode(model: nn.Module, batch: dict[str, torch.Tensor],
         rows = len(batch["present"])
         _CHOSEN[key] = ("hooks", problem) if problem else (
             "ew", f"ew's per-sample gradients equal a per-row backward pass on {rows} rows")
+        log(INFO, "grad_sample_mode=auto: %s (%s)", *_CHOSEN[key])
     return _CHOSEN[key]
 
 
