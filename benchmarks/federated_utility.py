@@ -52,6 +52,7 @@ RECIPES: dict[str, list[str]] = {
     "default+dp_eps5_batch256": ["privacy=dp", "privacy.target_epsilon=5", "train.batch_size=256", "train.lr=0.003"],
     # a smaller clipping bound with a larger step size (the noise std is sigma * C)
     "default+dp_eps5_clip0.1": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.1", "train.lr=0.003"],
+    "default+dp_eps5_clip0.1_lr0.001": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.1"],
     "default+dp_eps5_clip0.01": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.01", "train.lr=0.003"],
     "default+dp_eps5_clip0.1_batch256": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.1",
                                          "train.batch_size=256", "train.lr=0.003"],
