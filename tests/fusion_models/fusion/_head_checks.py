@@ -13,6 +13,7 @@ from opacus.grad_sample.gsm_exp_weights import GradSampleModuleExpandedWeights
 from opacus.validators import ModuleValidator
 from torch import nn
 
+from client.privacy import TensorArguments
 from fusion_models.model import ModelSpec, MultimodalModel, build_model
 
 __all__ = [
@@ -162,17 +163,6 @@ def check_validator(name: str, modalities: list[str], **kwargs: Any) -> None:
     assert ModuleValidator.validate(make_model(name, modalities, **kwargs).train(), strict=False) == []
 
 
-class _TensorArguments(nn.Module):
-    """Opacus' ew wrapper reads ``x.shape[0]`` of the first argument: pass tensors, not a dict."""
-
-    def __init__(self, model: MultimodalModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, present: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(dict(zip(self.model.modalities, inputs), present=present))
-
-
 def _train_without_dropout(name: str, modalities: list[str], **kwargs: Any) -> MultimodalModel:
     """Training mode (Opacus' hooks record activations only then) with dropout off, so that
     the batch and the one-sample passes compute the same function."""
@@ -194,7 +184,7 @@ def check_per_sample_gradients(name: str, modalities: list[str], mode: str, **kw
         _train_without_dropout(name, modalities, **kwargs),
     )
     if mode == "ew":
-        wrapped: nn.Module = GradSampleModuleExpandedWeights(_TensorArguments(model), loss_reduction="sum")
+        wrapped: nn.Module = GradSampleModuleExpandedWeights(TensorArguments(model), loss_reduction="sum")
         out = wrapped(present, *(batch[m] for m in modalities))
     else:
         wrapped = GradSampleModule(model, loss_reduction="sum", force_functorch=mode == "functorch")

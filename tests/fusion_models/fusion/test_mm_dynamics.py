@@ -5,6 +5,7 @@ from opacus import GradSampleModule
 from opacus.grad_sample.gsm_exp_weights import GradSampleModuleExpandedWeights
 from torch import nn
 
+from client.privacy import TensorArguments
 from tests.fusion_models.fusion import _head_checks as checks
 
 NAME = "mm_dynamics"
@@ -141,15 +142,6 @@ def _train_without_dropout(model: nn.Module) -> nn.Module:
     return model
 
 
-class _TensorArguments(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, present: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(dict(zip(self.model.modalities, inputs), present=present))
-
-
 @pytest.mark.parametrize("mode, out_dim", [("hooks", 1), ("functorch", 1), ("ew", 1), ("hooks", 3)])
 def test_per_sample_gradients_with_the_auxiliary_loss_are_exact(mode, out_dim):
     modalities = checks.MODALITY_SETS[3]
@@ -157,7 +149,7 @@ def test_per_sample_gradients_with_the_auxiliary_loss_are_exact(mode, out_dim):
     batch, target = checks.make_batch(modalities, present), _target(out_dim)
     model = _train_without_dropout(checks.make_model(NAME, modalities, out_dim=out_dim, **SMALL))
     if mode == "ew":
-        out = GradSampleModuleExpandedWeights(_TensorArguments(model), loss_reduction="sum")(
+        out = GradSampleModuleExpandedWeights(TensorArguments(model), loss_reduction="sum")(
             present, *(batch[m] for m in modalities)
         )
     else:

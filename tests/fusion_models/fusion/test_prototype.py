@@ -4,6 +4,7 @@ from opacus import GradSampleModule
 from opacus.grad_sample.gsm_exp_weights import GradSampleModuleExpandedWeights
 from torch import nn
 
+from client.privacy import TensorArguments
 from fusion_models.fusion.prototype import modularity
 from tests.fusion_models.fusion import _head_checks as checks
 
@@ -103,15 +104,6 @@ def test_shared_per_sample_check():
     checks.check_per_sample_gradients(NAME, checks.MODALITY_SETS[3], "hooks", **SMALL)
 
 
-class _TensorArguments(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, present: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(dict(zip(self.model.modalities, inputs), present=present))
-
-
 def _train_without_dropout(model: nn.Module) -> nn.Module:
     """Train mode (Opacus' hooks record nothing in eval mode) with every dropout off."""
     model.train()
@@ -128,7 +120,7 @@ def test_per_sample_gradients_with_the_modularity_loss_are_exact(mode):
     batch, target = checks.make_batch(modalities, present), torch.randn(checks.B, 1)
     model = _train_without_dropout(checks.make_model(NAME, modalities, **SMALL))
     if mode == "ew":
-        out = GradSampleModuleExpandedWeights(_TensorArguments(model), loss_reduction="sum")(
+        out = GradSampleModuleExpandedWeights(TensorArguments(model), loss_reduction="sum")(
             present, *(batch[m] for m in modalities)
         )
     else:
