@@ -236,7 +236,6 @@ class DPRound:
         self.plan = plan
         #: the mode that ran: the plan's, or under ``auto`` the one chosen for the model at ``attach``
         self.grad_sample_mode = plan.grad_sample_mode
-        self.grad_sample_reason = ""
         self.before = merged_history(list(history))
         from opacus import PrivacyEngine  # lazily: a run without DP skips Opacus' import
 
@@ -257,7 +256,7 @@ class DPRound:
             dataset, device = loader.dataset, next(model.parameters()).device
             rows = default_collate([dataset[i] for i in check_rows(dataset.present)])
             inputs = {k: rows[k].to(device) for k in [*model.modalities, "present"]}
-            mode, self.grad_sample_reason = choose_grad_sample_mode(model, inputs, rows["label"].to(device))
+            mode, _ = choose_grad_sample_mode(model, inputs, rows["label"].to(device))  # the choice is logged there
         self.grad_sample_mode = mode
         module = TensorArguments(model) if mode == "ew" else model
         wrapped, optimizer, private_loader = self.engine.make_private(

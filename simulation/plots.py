@@ -26,7 +26,6 @@ __all__ = [
     "METHOD_ORDER",
     "metric_label",
     "method_names",
-    "site_names",
     "plot_learning_curves",
     "plot_partition",
     "plot_modalities",
@@ -58,11 +57,6 @@ def method_names(summary: RunSummary) -> list[str]:
     """Methods present in the summary, in the fixed order federated, pooled, local, then others."""
     present = list(summary.methods)
     return [m for m in METHOD_ORDER if m in present] + [m for m in present if m not in METHOD_ORDER]
-
-
-def site_names(summary: RunSummary) -> list[str]:
-    """Sites of the run (:meth:`RunSummary.site_names`)."""
-    return summary.site_names()
 
 
 def _colour(method: str, index: int) -> str:
@@ -168,7 +162,7 @@ def plot_learning_curves(metrics: pd.DataFrame, summary: RunSummary, out_dir: Pa
     fig.suptitle(summary.name)
     paths = [save_figure(fig, out_dir / "learning_curves.png")]
 
-    sites = site_names(summary) or sorted(set(val["site"]) - set(_SPECIAL_SITES))
+    sites = summary.site_names() or sorted(set(val["site"]) - set(_SPECIAL_SITES))
     n = max(len(sites), 1)
     ncols = min(3, n)
     nrows = math.ceil(n / ncols)
@@ -191,7 +185,7 @@ def plot_learning_curves(metrics: pd.DataFrame, summary: RunSummary, out_dir: Pa
 
 def _partition_sites(summary: RunSummary) -> list[str]:
     partition = summary.partition
-    ordered = [s for s in site_names(summary) if s in partition]
+    ordered = [s for s in summary.site_names() if s in partition]
     return ordered + [s for s in partition if s not in ordered]
 
 
@@ -327,7 +321,7 @@ def plot_site_results(summary: RunSummary, out_dir: Path) -> Path:
     """
     headline = summary.headline
     methods = method_names(summary)
-    sites = site_names(summary)
+    sites = summary.site_names()
     x = np.arange(len(sites))
     width = 0.8 / max(len(methods), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(sites) * max(len(methods), 1) / 2 + 4), 4.5))

@@ -23,7 +23,7 @@ from server.central_accounting import CENTRAL_PRIVACY_FILE
 from server.settings import CentralDPSettings
 
 __all__ = ["SiteLedger", "read_ledgers", "recompute", "privacy_summary", "report_lines", "main", "run_privacy",
-           "baseline_ledger_dir", "privacy_lines"]
+           "baseline_ledger_dir", "central_summary", "privacy_lines"]
 
 _TOLERANCE = 1e-6  # relative: the same accountant on the same history gives the same figure
 

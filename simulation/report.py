@@ -31,7 +31,6 @@ from simulation.plots import (
     plot_modalities,
     plot_partition,
     plot_site_results,
-    site_names,
 )
 from simulation.privacy_report import privacy_lines
 from simulation.run_summary import RunSummary, SiteResult
@@ -127,7 +126,7 @@ def _rows(summary: RunSummary, *, terminal: bool = False) -> list[_Row]:
     headline, metrics, key = summary.headline, _metrics(summary, terminal=terminal), _count_key(summary)
     threshold = summary.task == "binary"
     counts = _test_counts(summary)
-    sites = site_names(summary)
+    sites = summary.site_names()
     n_sites = len(sites)
     rows = []
     for method in method_names(summary):
@@ -241,7 +240,7 @@ def _caveats(summary: RunSummary) -> list[str]:
             if not _finite(row.value(headline)):
                 undefined.setdefault(site, []).append(method)
     out = []
-    for site in [s for s in site_names(summary) if s in notes or s in undefined]:
+    for site in [s for s in summary.site_names() if s in notes or s in undefined]:
         parts = list(notes.get(site, []))
         flagged = any(site in summary.methods[m].per_site and not summary.methods[m].per_site[site].readable
                       for m in method_names(summary))  # fmt: skip
@@ -293,7 +292,7 @@ def _results_markdown(summary: RunSummary) -> list[str]:
 
 def _partition_markdown(summary: RunSummary) -> list[str]:
     rows = []
-    for site in [s for s in site_names(summary) if s in summary.partition]:
+    for site in [s for s in summary.site_names() if s in summary.partition]:
         part = summary.partition[site]
         labels = ", ".join(f"{k} {v}" for k, v in part.labels.items()) or "-"
         modalities = ", ".join(f"{k} {v}" for k, v in part.modalities.items()) or "-"
@@ -332,7 +331,7 @@ def write_report(run_dir: Path, summary: RunSummary, plots: list[Path]) -> Path:
         lines += [summary.description, ""]
     lines += ["## What was run", ""]
     lines += [
-        f"- dataset: {summary.dataset or '?'}; sites: {', '.join(site_names(summary)) or '?'}",
+        f"- dataset: {summary.dataset or '?'}; sites: {', '.join(summary.site_names()) or '?'}",
         f"- task: {summary.task}" + (f" (classes: {', '.join(summary.classes)})" if summary.classes else ""),
         f"- methods: {', '.join(methods) or 'none'}" + (f" (wall time: {seconds})" if seconds else ""),
         f"- rounds: {summary.rounds}; local epochs per round: {summary.local_epochs}",
