@@ -36,12 +36,8 @@ class MetricsLog:
 
     def add_summary(self, method: str, round: int, result: MethodResult) -> None:
         """Final test figures of one method: every site, the mean over sites, the pooled test."""
-        for site, values in result.per_site.items():
-            counts = {k: v for k in ("n", "n_pos", "n_events") if (v := values.count(k)) is not None}
-            threshold = {} if values.threshold is None else {"threshold": values.threshold}
-            steps = {} if values.train_steps is None else {"train_steps": values.train_steps}
-            self.add(method=method, round=round, site=site, split="test",
-                     metrics={**values.metrics, **counts, **threshold, **steps})  # fmt: skip
+        for site, values in result.per_site.items():  # add keeps the row's numbers: figures, counts, threshold, steps
+            self.add(method=method, round=round, site=site, split="test", metrics=values.to_dict())
         self.add(method=method, round=round, site=MEAN_SITE, split="test", metrics=result.site_mean)
         self.add(method=method, round=round, site=POOLED_SITE, split="test", metrics=result.pooled_test)
 
