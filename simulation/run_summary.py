@@ -9,7 +9,6 @@ file of another version, naming the file and both versions.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,10 +101,6 @@ class MethodResult:
 
     def pooled(self, metric: str) -> float:
         return self.pooled_test.get(metric, _NAN)
-
-    @property
-    def has_pooled_test(self) -> bool:
-        return any(math.isfinite(v) for v in self.pooled_test.values())
 
     def to_dict(self) -> dict[str, Any]:
         return {"per_site": {s: r.to_dict() for s, r in self.per_site.items()}, "site_mean": dict(self.site_mean),
