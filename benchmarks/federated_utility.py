@@ -50,6 +50,8 @@ RECIPES: dict[str, list[str]] = {
     "default+dp_eps5": ["privacy=dp", "privacy.target_epsilon=5"],
     # the same with 4x larger Poisson batches (fewer, less noisy steps) and a larger step size
     "default+dp_eps5_batch256": ["privacy=dp", "privacy.target_epsilon=5", "train.batch_size=256", "train.lr=0.003"],
+    # the non-private run of the clip0.1 recipes' step size: their reference
+    "default+lr0.003": ["train.lr=0.003"],
     # a smaller clipping bound with a larger step size (the noise std is sigma * C)
     "default+dp_eps5_clip0.1": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.1", "train.lr=0.003"],
     "default+dp_eps5_clip0.1_lr0.001": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.1"],
