@@ -58,6 +58,11 @@ RECIPES: dict[str, list[str]] = {
     "default+dp_eps5_clip0.01": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.01", "train.lr=0.003"],
     "default+dp_eps5_clip0.1_batch256": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.1",
                                          "train.batch_size=256", "train.lr=0.003"],
+    # fewer trainable parameters: the image encoder's conv stack kept at its random initial
+    # weights (only its projection trains), without and with DP at the clip0.1 recipe
+    "frozen_features+lr0.003": ["encoder.image.frozen=[features]", "train.lr=0.003"],
+    "frozen_features+dp_eps5_clip0.1": ["encoder.image.frozen=[features]", "privacy=dp", "privacy.target_epsilon=5",
+                                        "privacy.max_grad_norm=0.1", "train.lr=0.003"],
     # fewer trainable parameters: the tabular encoder and head alone, without and with DP
     "tabular": ["fusion=single", "fusion.modality=tabular"],
     "tabular+dp_eps5": ["fusion=single", "fusion.modality=tabular", "privacy=dp", "privacy.target_epsilon=5"],

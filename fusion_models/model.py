@@ -25,7 +25,9 @@ class ModelSpec:
     Args:
         modalities: modality -> input facts, in presence-mask order (``{"image": {"in_channels": 3,
             "spatial_dims": 2}, "tabular": {"in_features": 40}}``).
-        encoders: modality -> {"name": registered encoder, **kwargs}.
+        encoders: modality -> {"name": registered encoder, "frozen": [submodule, ...], **kwargs};
+            ``frozen`` names submodules of the encoder that keep their initial weights (e.g.
+            ``["features"]``: random convolutional features, only the projection trains).
         fusion: {"name": registered fusion head, **kwargs}.
         feature_dim: width d of every encoder's output.
         out_dim: task output width.
@@ -72,7 +74,9 @@ class MultimodalModel(nn.Module):
         for modality, inputs in spec.modalities.items():
             options = dict(spec.encoders[modality])
             name = options.pop("name")
+            frozen = options.pop("frozen", None) or []
             self.encoders[modality] = ENCODERS.get(name)(**inputs, out_dim=spec.feature_dim, **options)
+            _freeze(self.encoders[modality], frozen, f"encoder.{modality}.frozen")
         options = dict(spec.fusion)
         name = options.pop("name")
         self.fusion = FUSIONS.get(name)(
@@ -132,6 +136,20 @@ class MultimodalModel(nn.Module):
         # input teaches nothing.
         empty = ~(kept & used).any(dim=1, keepdim=True)
         return torch.where(empty, present, kept)
+
+
+def _freeze(encoder: nn.Module, names: list[str], key: str) -> None:
+    """Keep the submodules ``names`` of ``encoder`` at their initial weights (no gradient, so
+    neither the optimiser nor DP-SGD's clipping and noise touch them)."""
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{key}: expected a list of submodule names, got {names!r}")
+    children = dict(encoder.named_modules())
+    unknown = [n for n in names if not n or n not in children]
+    if unknown:
+        top = [n for n, _ in encoder.named_children()]
+        raise ValueError(f"{key}: {type(encoder).__name__} has no submodule {unknown}; its submodules are {top}")
+    for name in names:
+        children[name].requires_grad_(False)
 
 
 def build_model(spec: ModelSpec, *, seed: int | None = None) -> MultimodalModel:

@@ -3,7 +3,12 @@ import torch
 from opacus import GradSampleModule
 from opacus.validators import ModuleValidator
 
+from client.data import SiteDataset
+from client.privacy import DPPlan, DPRound
+from client.settings import TrainSettings
+from client.train import train_local
 from fusion_models.model import ModelSpec, build_model, module_groups
+from fusion_models.task import make_task
 
 INPUTS = {
     "image": ({"in_channels": 3, "spatial_dims": 2}, (3, 16, 16), "cnn_small"),
@@ -83,3 +88,39 @@ def test_modality_dropout_keeps_one_of_the_heads_own_modalities():
     model = build_model(spec, seed=0).train()
     kept = model._drop_modalities(torch.ones(200, 2, dtype=torch.bool))
     assert kept[:, 0].all()  # the only used modality is never hidden
+
+
+def _image_tabular_with_frozen(frozen) -> ModelSpec:
+    spec = _spec(["image", "tabular"])
+    spec.encoders["image"] = {"name": "cnn_small", "frozen": frozen}
+    return spec
+
+
+@pytest.mark.parametrize("dp", [False, True])
+def test_frozen_submodules_keep_their_weights_and_the_rest_trains(dp):
+    model = build_model(_image_tabular_with_frozen(["features"]), seed=0)
+    assert all(not p.requires_grad for p in model.encoders["image"].features.parameters())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    dataset = SiteDataset(inputs={"image": torch.randn(32, 3, 16, 16, generator=g), "tabular": torch.randn(32, 7, generator=g)},
+                          present=torch.ones(32, 2, dtype=torch.bool), target=(torch.arange(32) % 2).float(),
+                          sample_ids=[f"r{i}" for i in range(32)], modalities=["image", "tabular"])  # fmt: skip
+    round_ = None
+    if dp:
+        plan = DPPlan(noise_multiplier=1.0, sample_rate=0.5, steps=2, max_grad_norm=1.0, delta=1e-5, accountant="rdp",
+                      grad_sample_mode="hooks")  # fmt: skip
+        round_ = DPRound(plan, [])
+    train_local(model, dataset, make_task("binary"), TrainSettings(epochs=1.0, batch_size=16, lr=0.01), seed=0,
+                device=torch.device("cpu"), dp=round_)  # fmt: skip
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert not any(k.startswith("encoders.image.features.") for k in changed)
+    assert "encoders.image.project.weight" in changed and "fusion.head.0.weight" in changed
+
+
+def test_frozen_names_an_unknown_submodule_clearly():
+    with pytest.raises(ValueError, match=r"encoder\.image\.frozen: SmallCNN has no submodule \['convs'\]; its submodules "
+                                         r"are \['features', 'pool', 'dropout', 'project'\]"):  # fmt: skip
+        build_model(_image_tabular_with_frozen(["convs"]), seed=0)
+    with pytest.raises(ValueError, match=r"encoder\.image\.frozen: expected a list of submodule names"):
+        build_model(_image_tabular_with_frozen("features"), seed=0)
