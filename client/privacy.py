@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 LEDGER_SUBDIR = "privacy"
+GHOST = "ghost"
 
 
 class PrivacyRefused(ValueError):
@@ -258,11 +259,19 @@ class DPRound:
             inputs = {k: rows[k].to(device) for k in [*model.modalities, "present"]}
             mode, _ = choose_grad_sample_mode(model, inputs, rows["label"].to(device))  # the choice is logged there
         self.grad_sample_mode = mode
+        if mode == GHOST:
+            extra = sorted({type(m).__name__ for m in model.modules() if m is not model and hasattr(m, "auxiliary_loss")})
+            if extra:
+                raise PrivacyRefused(f"privacy.grad_sample_mode=ghost: {', '.join(extra)} adds an auxiliary loss over "
+                                     f"the batch, which ghost clipping cannot clip row by row; use auto, hooks or ew")  # fmt: skip
         module = TensorArguments(model) if mode == "ew" else model
-        wrapped, optimizer, private_loader = self.engine.make_private(
+        made = self.engine.make_private(
             module=module, optimizer=optimizer, data_loader=loader, noise_multiplier=plan.noise_multiplier,
             max_grad_norm=plan.max_grad_norm, grad_sample_mode=mode, poisson_sampling=True,
         )  # fmt: skip
+        # ghost also returns a criterion wrapper; the round uses the task's own per-row loss instead (ghost_loss)
+        wrapped, optimizer, private_loader = (made[0], made[1], made[3]) if mode == GHOST else made
+        self.optimizer = optimizer
         sampler_rate = private_loader.batch_sampler.sample_rate
         if not math.isclose(sampler_rate, plan.sample_rate, rel_tol=1e-12):
             raise RuntimeError(f"Poisson sampling rate {sampler_rate} differs from the plan's {plan.sample_rate}")
@@ -287,6 +296,18 @@ class DPRound:
         else:
             forward = wrapped
         return forward, optimizer, _DictBatches(private_loader, empty)
+
+    @property
+    def ghost(self) -> bool:
+        """Whether the round clips by ghost norms: its loss must then come from :meth:`ghost_loss`."""
+        return self.grad_sample_mode == GHOST
+
+    def ghost_loss(self, per_row: torch.Tensor):
+        """The batch's loss for ghost clipping: ``backward()`` runs Opacus' two passes (per-row
+        gradient norms, then the clipped sum), so the loss must be each row's own, ``[B]``."""
+        from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
+
+        return DPTensorFastGradientClipping(self.wrapped, self.optimizer, per_row, "mean")
 
     def close(self) -> None:
         """Take Opacus' hooks and per-sample attributes off the model (a baseline trains the same model next round)."""

@@ -15,7 +15,7 @@ __all__ = ["TrainSettings", "PersonalizationSettings", "PrivacySettings", "PERSO
 PERSONALIZATIONS = ("none", "finetune", "fedper", "ditto")
 PRIVACY_MODES = ("none", "dp")
 ACCOUNTANTS = ("rdp", "prv")
-GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew", "auto")
+GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew", "ghost", "auto")
 #: Label-skew modes; what each does is in :mod:`client.label_skew`.
 LABEL_SKEW_MODES = ("none", "logit_adjust")
 
@@ -113,7 +113,9 @@ class PrivacySettings:
         plan_margin: extra rounds the noise is sized for, as a fraction of ``plan_rounds``
             (rounds a site runs again after a lost reply or a restart still fit the target).
         plan_rounds: rounds the noise is sized for; ``None``: the run's ``rounds``.
-        grad_sample_mode: Opacus' per-sample-gradient mode: ``hooks``, ``functorch``, ``ew``, or
+        grad_sample_mode: Opacus' per-sample-gradient mode: ``hooks``, ``functorch``, ``ew``,
+            ``ghost`` (ghost clipping: per-row gradient norms without per-row gradients, two
+            backward passes; refused on heads with an auxiliary loss), or
             ``auto``: ``ew`` where its per-sample gradients are checked right on the model, else
             ``hooks`` (:mod:`client.grad_sample_choice`).
         ledger_dir: where each site keeps ``<site>/ledger.jsonl``; ``None``: the run folder's

@@ -88,9 +88,13 @@ def train_local(
                 batch = _to(batch, device)
                 optimizer.zero_grad(set_to_none=True)
                 outputs = forward(batch)
-                loss = task.loss(outputs if offset is None else outputs + offset, batch["label"])
-                if hasattr(model, "auxiliary_loss"):
-                    loss = loss + model.auxiliary_loss(outputs, batch["label"])
+                logits = outputs if offset is None else outputs + offset
+                if dp is not None and dp.ghost:  # no auxiliary loss here: DPRound refuses ghost on such models
+                    loss = dp.ghost_loss(task.per_sample_loss(logits, batch["label"]))
+                else:
+                    loss = task.loss(logits, batch["label"])
+                    if hasattr(model, "auxiliary_loss"):
+                        loss = loss + model.auxiliary_loss(outputs, batch["label"])
                 if anchor is not None:
                     loss = loss + proximal_penalty(model.parameters(), anchor, mu=settings.proximal_mu)
                 loss.backward()

@@ -131,6 +131,10 @@ class Task(ABC):
     def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Scalar training loss for a batch, averaged over the batch."""
 
+    def per_sample_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Each row's own loss, ``[B]``, whose mean is :meth:`loss` (ghost clipping needs it)."""
+        raise ValueError(f"task {self.name!r} has no per-sample loss: its loss couples the rows of a batch")
+
     @abstractmethod
     def scores(self, outputs: torch.Tensor) -> np.ndarray:
         """Detached numpy prediction scores that :meth:`metrics` consumes."""
@@ -186,6 +190,15 @@ class BinaryTask(Task):
         target = target.to(logits.dtype).reshape(logits.shape)
         return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
 
+    def per_sample_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = _single_output(outputs, self.name)
+        _check_batch(logits, target, self.name)
+        pos_weight = None
+        if self.pos_weight is not None:
+            pos_weight = torch.tensor(self.pos_weight, dtype=logits.dtype, device=logits.device)
+        target = target.to(logits.dtype).reshape(logits.shape)
+        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight, reduction="none").reshape(-1)
+
     def scores(self, outputs: torch.Tensor) -> np.ndarray:
         return _to_numpy(torch.sigmoid(_single_output(outputs.detach(), self.name)))
 
@@ -232,6 +245,11 @@ class MulticlassTask(Task):
         _check_batch(logits, target, self.name)
         return F.cross_entropy(logits, target.long().reshape(-1))
 
+    def per_sample_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = self._logits(outputs)
+        _check_batch(logits, target, self.name)
+        return F.cross_entropy(logits, target.long().reshape(-1), reduction="none")
+
     def scores(self, outputs: torch.Tensor) -> np.ndarray:
         # softmax in float64 so rows sum to 1 within the tolerance multiclass_metrics checks
         return torch.softmax(self._logits(outputs.detach()).to("cpu", torch.float64), dim=1).numpy()
@@ -263,6 +281,11 @@ class RegressionTask(Task):
         pred = _single_output(outputs, self.name)
         _check_batch(pred, target, self.name)
         return F.mse_loss(pred, target.to(pred.dtype).reshape(pred.shape))
+
+    def per_sample_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pred = _single_output(outputs, self.name)
+        _check_batch(pred, target, self.name)
+        return F.mse_loss(pred, target.to(pred.dtype).reshape(pred.shape), reduction="none").reshape(-1)
 
     def scores(self, outputs: torch.Tensor) -> np.ndarray:
         return _to_numpy(_single_output(outputs, self.name))

@@ -13,7 +13,7 @@ from opacus.accountants.utils import get_noise_multiplier
 
 from client.data import SiteDataset
 from client.ledger import PrivacyLedger
-from client.privacy import BudgetExceeded, DPRound, PrivacyRefused, SitePrivacy, default_delta, plan_round
+from client.privacy import BudgetExceeded, DPPlan, DPRound, PrivacyRefused, SitePrivacy, default_delta, plan_round
 from client.round import train_round
 from client.settings import PersonalizationSettings, PrivacySettings, TrainSettings, dp_refusals
 from client.train import evaluate, make_loader
@@ -200,6 +200,65 @@ def test_the_proximal_pull_is_added_after_the_noise(tmp_path):
                     privacy=_privacy(tmp_path / str(mu), PrivacySettings(name="dp", noise_multiplier=1.0, budget=50.0)))
         drift[mu] = sum(float(((p - q) ** 2).sum()) for p, q in zip(model.parameters(), start.parameters()))
     assert drift[50.0] < 0.5 * drift[0.0]
+
+
+def _image_model(fusion: str = "concat"):
+    spec = ModelSpec(modalities={"image": {"in_channels": 3, "spatial_dims": 2}, "tabular": {"in_features": 6}},
+                     encoders={"image": {"name": "cnn_small", "channels": [8, 8]}, "tabular": {"name": "mlp", "hidden": 16,
+                                                                                         "dropout": 0.0}},
+                     fusion={"name": fusion, **({"dropout": 0.0} if fusion == "concat" else {})}, feature_dim=8,
+                     out_dim=1)  # fmt: skip
+    return build_model(spec, seed=0)
+
+
+def _image_dataset(n: int) -> SiteDataset:
+    g = torch.Generator().manual_seed(0)
+    tabular = _dataset(n)
+    return SiteDataset(inputs={"image": torch.randn(n, 3, 12, 12, generator=g), "tabular": tabular.inputs["tabular"]},
+                       present=torch.ones(n, 2, dtype=torch.bool), target=tabular.target,
+                       sample_ids=tabular.sample_ids, modalities=["image", "tabular"])  # fmt: skip
+
+
+def _clipped_mean_gradient(mode: str, clip: float, dataset: SiteDataset) -> torch.Tensor:
+    """The gradient DP-SGD steps with on one Poisson batch, without noise: the clipped sum over
+    the expected batch size."""
+    model, task = _image_model(), make_task("binary")
+    plan = DPPlan(noise_multiplier=0.0, sample_rate=0.25, steps=1, max_grad_norm=clip, delta=1e-5, accountant="rdp",
+                  grad_sample_mode=mode)  # fmt: skip
+    dp = DPRound(plan, [])
+    forward, optimizer, loader = dp.attach(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                                           make_loader(dataset, batch_size=10, shuffle=True, seed=0))  # fmt: skip
+    torch.manual_seed(0)  # the same Poisson batch in every mode
+    batch = next(iter(loader))
+    outputs = forward(batch)
+    loss = dp.ghost_loss(task.per_sample_loss(outputs, batch["label"])) if dp.ghost else task.loss(outputs, batch["label"])
+    loss.backward()
+    optimizer.step()
+    dp.close()
+    assert dp.grad_sample_mode == mode
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # the image input needs no grad; harmless
+def test_ghost_clipping_steps_with_the_same_clipped_gradient_as_per_sample_gradients():
+    dataset = _image_dataset(40)
+    ghost, hooks = _clipped_mean_gradient("ghost", 0.05, dataset), _clipped_mean_gradient("hooks", 0.05, dataset)
+    torch.testing.assert_close(ghost, hooks, rtol=1e-4, atol=1e-7)
+    unclipped = _clipped_mean_gradient("hooks", 1e6, dataset)
+    assert unclipped.norm() > 2 * hooks.norm(), "the bound must bite for this test to mean anything"
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+def test_ghost_clipping_is_recorded_and_refused_on_a_head_with_an_auxiliary_loss(tmp_path):
+    settings = PrivacySettings(name="dp", noise_multiplier=1.0, budget=50.0, grad_sample_mode="ghost")
+    result = train_round(_image_model(), _image_dataset(48), make_task("binary"), TRAIN, seed=0, device=CPU,
+                         privacy=_privacy(tmp_path, settings))  # fmt: skip
+    assert result.steps == 3 and result.epsilon > 0
+    assert PrivacyLedger.open(tmp_path, "a").entries[-1].grad_sample_mode == "ghost"
+    with pytest.raises(PrivacyRefused, match="grad_sample_mode=ghost: MMDynamicsFusion adds an auxiliary loss"):
+        train_round(_image_model("mm_dynamics"), _image_dataset(48), make_task("binary"), TRAIN, seed=0, device=CPU,
+                    privacy=_privacy(tmp_path / "mm", settings))  # fmt: skip
+    assert not PrivacyLedger.open(tmp_path / "mm", "a").entries
 
 
 @pytest.mark.parametrize("mode", ["hooks", "functorch", "ew"])

@@ -162,6 +162,23 @@ def test_binary_loss_pos_weight_matches_weighted_bce():
     assert make_task("binary", pos_weight=3.0).pos_weight == 3.0
 
 
+@pytest.mark.parametrize("name, pos_weight", [("binary", None), ("binary", 3.0), ("multiclass", None), ("regression", None)])
+def test_per_sample_loss_is_each_rows_own_and_averages_to_the_loss(name, pos_weight):
+    torch.manual_seed(0)
+    task = make_task(name, num_classes=_num_classes(name), **({"pos_weight": pos_weight} if pos_weight else {}))
+    x, y = _separable_data(name)
+    outputs = torch.nn.Linear(x.shape[1], task.output_dim)(x)
+    rows = task.per_sample_loss(outputs, y)
+    assert rows.shape == (len(y),)
+    torch.testing.assert_close(rows.mean(), task.loss(outputs, y))
+    torch.testing.assert_close(rows[3], task.loss(outputs[3:4], y[3:4]))
+
+
+def test_survival_has_no_per_sample_loss():
+    with pytest.raises(ValueError, match="survival.*couples the rows"):
+        make_task("survival").per_sample_loss(torch.zeros(4, 1), torch.ones(4, 2))
+
+
 @pytest.mark.parametrize(
     "name, num_classes, outputs_shape, target",
     [
