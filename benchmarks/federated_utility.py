@@ -46,15 +46,21 @@ RECIPES: dict[str, list[str]] = {
     "default+fedprox": ["strategy=fedprox"],
     "logit_adjust+ditto": ["train.label_skew=logit_adjust", "personalization=ditto"],
     "logit_adjust+fedper": ["train.label_skew=logit_adjust", "personalization=fedper"],
-    # DP-SGD at every site (Opacus), epsilon 5 for the planned run, against "default" without DP
+    # DP-SGD at every site (Opacus), epsilon 5 for the planned run, against "default" without DP.
+    # C and lr are pinned: privacy=dp's own defaults (C 0.1, lr 0.003) came out of these runs;
+    # results before that name this recipe "default+dp_eps5" (then the defaults).
+    "default+dp_eps5_clip1": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=1.0", "train.lr=0.001"],
+    # privacy=dp as configured (configs/privacy/dp.yaml), against "default+lr0.003" without DP
     "default+dp_eps5": ["privacy=dp", "privacy.target_epsilon=5"],
-    # the same with 4x larger Poisson batches (fewer, less noisy steps) and a larger step size
-    "default+dp_eps5_batch256": ["privacy=dp", "privacy.target_epsilon=5", "train.batch_size=256", "train.lr=0.003"],
+    # C 1 with 4x larger Poisson batches (fewer, less noisy steps) and a larger step size
+    "default+dp_eps5_batch256": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=1.0",
+                                 "train.batch_size=256", "train.lr=0.003"],
     # the non-private run of the clip0.1 recipes' step size: their reference
     "default+lr0.003": ["train.lr=0.003"],
     # a smaller clipping bound with a larger step size (the noise std is sigma * C)
     "default+dp_eps5_clip0.1": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.1", "train.lr=0.003"],
-    "default+dp_eps5_clip0.1_lr0.001": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.1"],
+    "default+dp_eps5_clip0.1_lr0.001": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.1",
+                                        "train.lr=0.001"],
     "default+dp_eps5_clip0.01": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.01", "train.lr=0.003"],
     "default+dp_eps5_clip0.1_batch256": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.1",
                                          "train.batch_size=256", "train.lr=0.003"],
@@ -65,7 +71,8 @@ RECIPES: dict[str, list[str]] = {
                                         "privacy.max_grad_norm=0.1", "train.lr=0.003"],
     # fewer trainable parameters: the tabular encoder and head alone, without and with DP
     "tabular": ["fusion=single", "fusion.modality=tabular"],
-    "tabular+dp_eps5": ["fusion=single", "fusion.modality=tabular", "privacy=dp", "privacy.target_epsilon=5"],
+    "tabular+dp_eps5": ["fusion=single", "fusion.modality=tabular", "privacy=dp", "privacy.target_epsilon=5",
+                        "privacy.max_grad_norm=1.0", "train.lr=0.001"],
 }
 _DATASETS = {"ham10000": ["data=ham10000"], "tcga_brca": ["data=tcga_brca"]}
 

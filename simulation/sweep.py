@@ -8,7 +8,9 @@ the Hydra sweep folder) and writes ``sweep.csv``, ``sweep.md`` and ``plots/`` th
 
 - ``privacy.target_epsilon=inf`` is **no DP**: that job runs with ``privacy=none`` (its other
   ``privacy.*`` overrides dropped), since DP-SGD at epsilon infinity is plain SGD and
-  ``privacy=dp`` refuses an infinite target. The table says so in its ``privacy`` column.
+  ``privacy=dp`` refuses an infinite target. It keeps the DP jobs' ``train.lr`` (``privacy=dp``
+  brings its own default), so only the mechanism changes. The table says so in its
+  ``privacy`` column.
 - Sweeping ``privacy.*`` keys without ``privacy=`` adds ``privacy=dp``; without ``attack=``
   the sweep adds ``attack=loss`` (a sweep measures leakage; ``attack=none`` opts out).
 - A job that fails is a row marked failed (its folder keeps ``FAILED.txt``); the others go on.
@@ -60,11 +62,15 @@ def prepare_overrides(args: list[str]) -> tuple[list[str], list[str]]:
     return out, notes
 
 
-def job_overrides(overrides: list[str], target_epsilon: Any) -> list[str]:
-    """One job's overrides; a job at ``privacy.target_epsilon=inf`` becomes ``privacy=none``."""
+def job_overrides(overrides: list[str], target_epsilon: Any, lr: float | None = None) -> list[str]:
+    """One job's overrides; a job at ``privacy.target_epsilon=inf`` becomes ``privacy=none``
+    at ``train.lr=lr``, the step size the DP jobs train with (``privacy=dp`` sets its own
+    default), so that along the sweep only the privacy mechanism changes."""
     if not (isinstance(target_epsilon, (int, float)) and math.isinf(target_epsilon) and target_epsilon > 0):
         return list(overrides)
     kept = [o for o in overrides if _key(o) != "privacy" and not _key(o).startswith("privacy.")]
+    if lr is not None:
+        kept = [o for o in kept if _key(o) != "train.lr"] + [f"train.lr={lr!r}"]
     return [*kept, "privacy=none"]
 
 
@@ -335,9 +341,11 @@ def main(argv: list[str]) -> int:
         sweep_dirs.append(Path(hydra_cfg.sweep.dir))
         run_dir = Path(hydra_cfg.runtime.output_dir)
         try:
-            mine = job_overrides(list(hydra_cfg.overrides.task), OmegaConf.select(cfg, "privacy.target_epsilon"))
+            mine = job_overrides(list(hydra_cfg.overrides.task), OmegaConf.select(cfg, "privacy.target_epsilon"),
+                                 lr=cfg.train.lr)  # fmt: skip
             if mine != list(hydra_cfg.overrides.task):
-                console.print(f"[bold]sweep[/]: job {hydra_cfg.job.num}: epsilon inf runs privacy=none")
+                console.print(f"[bold]sweep[/]: job {hydra_cfg.job.num}: epsilon inf runs privacy=none at "
+                              f"train.lr={cfg.train.lr:g}, the DP jobs' step size")  # fmt: skip
                 cfg = compose(config_name="config", overrides=mine)
             simulate(SimulationConfig.from_cfg(cfg, overrides=mine), run_dir, console)
         except _INPUT_ERRORS as error:  # one bad combination does not stop the others

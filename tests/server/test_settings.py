@@ -90,6 +90,22 @@ def test_privacy_central_dp_reaches_the_server_and_leaves_the_sites_without_dp_s
     assert RunSettings.from_json(settings.to_json()) == settings
 
 
+@pytest.mark.parametrize("overrides, lr, clip", [
+    ([], 0.001, None),
+    (["privacy=dp"], 0.003, 0.1),  # the measured DP recipe: configs/privacy/dp.yaml
+    (["privacy=dp", "train.lr=0.01"], 0.01, 0.1),  # an explicit train.lr wins
+    (["privacy=dp", "privacy.lr=0.002"], 0.002, 0.1),
+    (["privacy=central_dp"], 0.001, None),
+])  # fmt: skip
+def test_privacy_dp_brings_its_own_step_size_and_clipping_default(overrides, lr, clip):
+    from server.default_config import default_run_settings
+
+    settings = default_run_settings(overrides)
+    assert settings.train.lr == lr
+    assert (settings.privacy.max_grad_norm if settings.privacy.enabled else None) == clip
+    assert RunSettings.from_json(settings.to_json()) == settings
+
+
 def test_secure_aggregation_is_refused_with_the_reason_and_the_unsupported_pairs():
     from server.default_config import default_run_settings
 
