@@ -16,6 +16,7 @@ import json
 import platform
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
@@ -31,7 +32,7 @@ from simulation.config import SimulationConfig
 from simulation.repeats import paired_comparison, repeats_markdown
 from simulation.results import json_safe
 from simulation.run import simulate
-from simulation.run_summary import RunSummary
+from simulation.run_summary import PairedComparison, RepeatsSummary
 
 __all__ = ["RECIPES", "main"]
 
@@ -82,16 +83,16 @@ def _config(overrides: list[str]) -> SimulationConfig:
         return SimulationConfig.from_cfg(compose(config_name="config", overrides=overrides))
 
 
-def _cross_recipe(runs: dict[str, dict], method: str) -> list[dict[str, Any]]:
+def _cross_recipe(runs: dict[str, RepeatsSummary], method: str) -> list[PairedComparison]:
     """Each recipe's ``method`` against the first recipe's, paired by seed."""
     names = list(runs)
     out = []
     for name in names[1:]:
         merged = []
-        for a, b in zip(runs[name]["runs"], runs[names[0]]["runs"]):
-            if method in a["methods"] and method in b["methods"]:
-                merged.append(RunSummary.from_dict({**a, "methods": {f"{name}:{method}": a["methods"][method],
-                                                                     f"{names[0]}:{method}": b["methods"][method]}}))  # fmt: skip
+        for a, b in zip(runs[name].runs, runs[names[0]].runs):
+            if method in a.methods and method in b.methods:
+                merged.append(replace(a, methods={f"{name}:{method}": a.methods[method],
+                                                  f"{names[0]}:{method}": b.methods[method]}))  # fmt: skip
         if merged:
             out.append(paired_comparison(merged, f"{name}:{method}", f"{names[0]}:{method}"))
     return out
@@ -122,23 +123,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }  # fmt: skip
     lines = [f"# Federated utility ({args.repeats} repeats)", "", f"`{results['command']}` at {results['git_commit'][:10]}", ""]
     for dataset in args.datasets:
-        runs: dict[str, dict] = {}
+        runs: dict[str, RepeatsSummary] = {}
+        extra: dict[str, dict[str, Any]] = {}  # per recipe: wall_s and overrides, written beside its figures
         for name in args.recipes:
             overrides = [*_DATASETS[dataset], *RECIPES[name], f"repeats={args.repeats}", *args.override]
             start = time.monotonic()
             run_dir = args.runs_dir / dataset / name.replace("+", "_")
-            runs[name] = simulate(_config(overrides), run_dir, console)
-            runs[name]["wall_s"] = round(time.monotonic() - start, 1)
-            runs[name]["overrides"] = overrides
+            summary = simulate(_config(overrides), run_dir, console)
+            if not isinstance(summary, RepeatsSummary):
+                p.error(f"{name}: ran one repeat (--override repeats=1?); the benchmark pairs methods across repeats")
+            runs[name] = summary
+            extra[name] = {"wall_s": round(time.monotonic() - start, 1), "overrides": overrides}
         cross = [c for method in ("federated", "personalized") for c in _cross_recipe(runs, method)]
-        results["datasets"][dataset] = {"recipes": {n: {k: r[k] for k in ("aggregate", "paired", "seeds", "wall_s", "overrides")}
-                                                    for n, r in runs.items()}, "cross_recipe": cross}  # fmt: skip
+        results["datasets"][dataset] = {
+            "recipes": {n: {"aggregate": {m: a.to_dict() for m, a in r.aggregate.items()},
+                            "paired": [c.to_dict() for c in r.paired], "seeds": list(r.seeds), **extra[n]}
+                        for n, r in runs.items()},
+            "cross_recipe": [c.to_dict() for c in cross],
+        }  # fmt: skip
         for name, r in runs.items():
-            lines += [f"## {dataset}: {name} (`{' '.join(r['overrides'])}`, {r['wall_s']:.0f} s)", "",
-                      *repeats_markdown(r["aggregate"], r["paired"], r["headline"], r["repeats"])]  # fmt: skip
+            ran = extra[name]
+            lines += [f"## {dataset}: {name} (`{' '.join(ran['overrides'])}`, {ran['wall_s']:.0f} s)", "",
+                      *repeats_markdown(r.aggregate, r.paired, r.headline, r.repeats)]  # fmt: skip
         if cross:
             lines += [f"## {dataset}: recipes paired by seed", "",
-                      *repeats_markdown({}, cross, runs[args.recipes[0]]["headline"], args.repeats)]  # fmt: skip
+                      *repeats_markdown({}, cross, runs[args.recipes[0]].headline, args.repeats)]  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "results.json", json.dumps(json_safe(results), indent=1))
     atomic_write_text(args.out / "results.md", "\n".join(lines))

@@ -11,7 +11,6 @@ import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import yaml
 from rich.console import Console
@@ -25,8 +24,7 @@ from simulation.datasets import SampleTable
 from simulation.flower_runner import FederationEngine, FederationError, federation_engine
 from simulation.prepare import prepare_sites, schema_summary
 from simulation.repeats import aggregate_repeats, paired_comparison, repeats_markdown
-from simulation.results import json_safe
-from simulation.run_summary import SUMMARY_VERSION, RunSummary
+from simulation.run_summary import RepeatsSummary, RunSummary
 
 __all__ = ["simulate", "APP_DIR"]
 
@@ -54,9 +52,9 @@ def _run_federation(engine: FederationEngine, config: SimulationConfig, run_dir:
     return time.monotonic() - start
 
 
-def simulate(config: SimulationConfig, run_dir: Path, console: Console | None = None) -> RunSummary | dict[str, Any]:
+def simulate(config: SimulationConfig, run_dir: Path, console: Console | None = None) -> RunSummary | RepeatsSummary:
     """Run ``config.repeats`` seeds and write the run folder; returns the summary: one
-    repeat's :class:`RunSummary`, or for several the dict ``summary.json`` holds.
+    repeat's :class:`RunSummary`, or for several the :class:`RepeatsSummary` ``summary.json`` holds.
 
     One repeat writes its outputs into ``run_dir``. Several write ``run_dir/repeat_<k>/``
     each (seed ``seed + k``: its own split and initialisation), and ``run_dir/summary.json``
@@ -75,7 +73,7 @@ def simulate(config: SimulationConfig, run_dir: Path, console: Console | None = 
 
 
 def _write_repeats(config: SimulationConfig, run_dir: Path, summaries: list[RunSummary], console: Console
-                   ) -> dict[str, Any]:
+                   ) -> RepeatsSummary:
     first = summaries[0]
     aggregate = aggregate_repeats(summaries)
     federated = [m for m in ("personalized", "federated") if m in aggregate]
@@ -83,15 +81,15 @@ def _write_repeats(config: SimulationConfig, run_dir: Path, summaries: list[RunS
     paired = [paired_comparison(summaries, a, b) for a in federated for b in others]
     if "personalized" in aggregate and "federated" in aggregate:
         paired.insert(0, paired_comparison(summaries, "personalized", "federated"))
-    summary = {"version": SUMMARY_VERSION, "name": config.name, "dataset": config.dataset, "task": first.task,
-               "headline": first.headline, "higher_is_better": first.higher_is_better, "repeats": len(summaries),
-               "seeds": [config.run.seed + k for k in range(len(summaries))], "aggregate": aggregate,
-               "paired": paired, "runs": [s.to_dict() for s in summaries]}  # fmt: skip
+    summary = RepeatsSummary(name=config.name, dataset=config.dataset, task=first.task, headline=first.headline,
+                             higher_is_better=first.higher_is_better,
+                             seeds=[config.run.seed + k for k in range(len(summaries))], aggregate=aggregate,
+                             paired=paired, runs=list(summaries))  # fmt: skip
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.resolved, sort_keys=False))
-    atomic_write_text(run_dir / "summary.json", json.dumps(json_safe(summary), indent=2))
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary.to_dict(), indent=2))
     lines = [f"# {config.name}: {len(summaries)} repeats", "",
              *repeats_markdown(aggregate, paired, first.headline, len(summaries)),
-             *(f"- [repeat {k} (seed {seed})](repeat_{k}/report.md)" for k, seed in enumerate(summary["seeds"])), ""]
+             *(f"- [repeat {k} (seed {seed})](repeat_{k}/report.md)" for k, seed in enumerate(summary.seeds)), ""]
     atomic_write_text(run_dir / "report.md", "\n".join(lines))
     console.print("\n".join(repeats_markdown(aggregate, paired, first.headline, len(summaries))), highlight=False)
     console.print(f"outputs: [bold]{run_dir}[/] (report.md, summary.json, repeat_*/)")

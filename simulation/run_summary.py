@@ -3,7 +3,10 @@ report, the plots and the repeats read.
 
 ``RunSummary.to_dict`` writes the layout ``summary.json`` has always had (plus ``version``),
 so tools that read the JSON keep working; :meth:`RunSummary.load` reads it back and refuses a
-file of another version, naming the file and both versions.
+file of another version, naming the file and both versions. A run of several repeats writes a
+:class:`RepeatsSummary` instead (every repeat's :class:`RunSummary` under ``runs``, with the
+spreads over repeats and the paired comparisons); :meth:`RepeatsSummary.is_repeats` tells the
+two apart.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Any
 
 from simulation.results import json_safe
 
-__all__ = ["SUMMARY_VERSION", "MethodResult", "RunSummary", "SitePartition", "SiteResult"]
+__all__ = ["SUMMARY_VERSION", "MethodResult", "MethodSpread", "PairedComparison", "RepeatsSummary", "RunSummary",
+           "SitePartition", "SiteResult", "SiteWins", "Spread"]  # fmt: skip
 
 #: Bumped whenever a field changes meaning or layout.
 SUMMARY_VERSION = 1
@@ -25,6 +29,13 @@ _NAN = float("nan")
 def _number(value: Any) -> float:
     """A figure as float; JSON's null (a figure that could not be computed) is NaN."""
     return _NAN if value is None else float(value)
+
+
+def _check_version(data: dict[str, Any], source: str) -> None:
+    version = data.get("version", SUMMARY_VERSION)
+    if version != SUMMARY_VERSION:
+        raise ValueError(f"{source}: summary version {version!r}, expected {SUMMARY_VERSION} (written by another "
+                         "fedfusion version; rerun it with this one)")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -198,10 +209,7 @@ class RunSummary:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "summary") -> RunSummary:
         """Read a summary; ``source`` names it in the error for another version."""
-        version = data.get("version", SUMMARY_VERSION)
-        if version != SUMMARY_VERSION:
-            raise ValueError(f"{source}: summary version {version!r}, expected {SUMMARY_VERSION} (written by another "
-                             "fedfusion version; rerun it with this one)")  # fmt: skip
+        _check_version(data, source)
         metrics = list(data.get("metrics") or [data["headline"]])
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known.update(
@@ -219,3 +227,147 @@ class RunSummary:
     def load(cls, path: Path) -> RunSummary:
         return cls.from_dict(json.loads(Path(path).read_text()), source=str(path))
 
+
+@dataclass(frozen=True)
+class Spread:
+    """A figure over repeats: mean and sample std of its finite values, ``n`` of them (std NaN under 2)."""
+
+    mean: float
+    std: float
+    n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "n": self.n}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Spread:
+        return cls(mean=_number(data.get("mean")), std=_number(data.get("std")), n=int(data.get("n") or 0))
+
+
+@dataclass(frozen=True)
+class MethodSpread:
+    """One method over repeats: the spread of each site-mean metric (over readable sites, over
+    all), of each site's headline, and whether each site was readable in every repeat."""
+
+    site_mean: dict[str, Spread]
+    site_mean_all: dict[str, Spread]
+    per_site: dict[str, Spread]
+    readable: dict[str, bool]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"site_mean": {m: v.to_dict() for m, v in self.site_mean.items()},
+                "site_mean_all": {m: v.to_dict() for m, v in self.site_mean_all.items()},
+                "per_site": {s: v.to_dict() for s, v in self.per_site.items()},
+                "readable": dict(self.readable)}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MethodSpread:
+        return cls(site_mean={m: Spread.from_dict(v) for m, v in (data.get("site_mean") or {}).items()},
+                   site_mean_all={m: Spread.from_dict(v) for m, v in (data.get("site_mean_all") or {}).items()},
+                   per_site={s: Spread.from_dict(v) for s, v in (data.get("per_site") or {}).items()},
+                   readable={s: bool(v) for s, v in (data.get("readable") or {}).items()})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SiteWins:
+    """At one site, the repeats each of two methods won and the ties (or figures not defined);
+    ``readable``: the first method's figure was readable in every repeat. In the JSON the wins
+    are keyed by the two methods' names."""
+
+    first: int
+    second: int
+    ties: int
+    readable: bool
+
+    def to_dict(self, first: str, second: str) -> dict[str, Any]:
+        return {first: self.first, second: self.second, "ties": self.ties, "readable": self.readable}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], first: str, second: str) -> SiteWins:
+        return cls(first=int(data[first]), second=int(data[second]), ties=int(data["ties"]),
+                   readable=bool(data["readable"]))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """``first`` against ``second`` on ``metric``, repeat by repeat: the differences of the site
+    mean with their mean, std and count, and per site the wins (:class:`SiteWins`).
+
+    In the JSON each site's wins are keyed by the two methods' names, ``ties`` and ``readable``.
+    """
+
+    first: str
+    second: str
+    metric: str
+    differences: list[float]
+    mean: float
+    std: float
+    n: int
+    per_site: dict[str, SiteWins]
+
+    def to_dict(self) -> dict[str, Any]:
+        sites = {s: w.to_dict(self.first, self.second) for s, w in self.per_site.items()}
+        return {"first": self.first, "second": self.second, "metric": self.metric,
+                "differences": list(self.differences), "mean": self.mean, "std": self.std, "n": self.n,
+                "per_site": sites}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PairedComparison:
+        first, second = str(data["first"]), str(data["second"])
+        sites = {s: SiteWins.from_dict(w, first, second) for s, w in (data.get("per_site") or {}).items()}
+        return cls(first=first, second=second, metric=str(data["metric"]),
+                   differences=[_number(d) for d in data.get("differences") or []], mean=_number(data.get("mean")),
+                   std=_number(data.get("std")), n=int(data.get("n") or 0), per_site=sites)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RepeatsSummary:
+    """A run of several repeats (seeds ``seeds``), as its ``summary.json`` stores it: per method
+    the spreads over repeats, the paired comparisons, and every repeat's :class:`RunSummary`."""
+
+    name: str
+    dataset: str
+    task: str
+    headline: str
+    higher_is_better: bool
+    seeds: list[int]
+    aggregate: dict[str, MethodSpread]
+    paired: list[PairedComparison]
+    runs: list[RunSummary]
+    version: int = SUMMARY_VERSION
+
+    @property
+    def repeats(self) -> int:
+        return len(self.runs)
+
+    @staticmethod
+    def is_repeats(data: dict[str, Any]) -> bool:
+        """Whether a ``summary.json``'s content is a run of repeats (it has ``runs``), not one repeat."""
+        return "runs" in data
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe({"version": self.version, "name": self.name, "dataset": self.dataset, "task": self.task,
+                          "headline": self.headline, "higher_is_better": self.higher_is_better,
+                          "repeats": self.repeats, "seeds": list(self.seeds),
+                          "aggregate": {m: a.to_dict() for m, a in self.aggregate.items()},
+                          "paired": [p.to_dict() for p in self.paired],
+                          "runs": [r.to_dict() for r in self.runs]})  # fmt: skip
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "summary") -> RepeatsSummary:
+        """Read a summary of repeats; ``source`` names it in the error for another version."""
+        _check_version(data, source)
+        return cls(name=str(data["name"]), dataset=str(data.get("dataset") or ""), task=str(data["task"]),
+                   headline=str(data["headline"]), higher_is_better=bool(data.get("higher_is_better", True)),
+                   seeds=[int(s) for s in data.get("seeds") or []],
+                   aggregate={m: MethodSpread.from_dict(a) for m, a in (data.get("aggregate") or {}).items()},
+                   paired=[PairedComparison.from_dict(p) for p in data.get("paired") or []],
+                   runs=[RunSummary.from_dict(r, source=f"{source} (repeat {k})")
+                         for k, r in enumerate(data.get("runs") or [])])  # fmt: skip
+
+    @classmethod
+    def load(cls, path: Path) -> RepeatsSummary:
+        return cls.from_dict(json.loads(Path(path).read_text()), source=str(path))

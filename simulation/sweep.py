@@ -35,6 +35,7 @@ import yaml
 
 from client.atomic_io import atomic_open, atomic_write_text
 from simulation.plots import metric_label, save_figure
+from simulation.run_summary import RepeatsSummary, RunSummary
 
 __all__ = ["SweepRow", "collect", "job_overrides", "main", "plot_attack", "plot_utility", "prepare_overrides",
            "write_sweep"]  # fmt: skip
@@ -133,14 +134,13 @@ def _mean_std(values: list[float | None]) -> tuple[float, float]:
     return mean, std
 
 
-def _site_mean(run: dict, method: str) -> float:
-    value = ((run.get("methods") or {}).get(method) or {}).get("site_mean", {}).get(run["headline"])
-    return math.nan if value is None else float(value)
+def _site_mean(run: RunSummary, method: str) -> float:
+    return run.methods[method].mean(run.headline) if method in run.methods else math.nan
 
 
-def _figures(job: int, method: str, run_dir: Path, config: dict, runs: list[dict]) -> SweepRow:
+def _figures(job: int, method: str, run_dir: Path, config: dict, runs: list[RunSummary]) -> SweepRow:
     privacy = config.get("privacy") or {}
-    ledgers = [((run.get("privacy_sites") or {}).get("federated") or {}) for run in runs]
+    ledgers = [run.privacy_sites.get("federated") or {} for run in runs]
     spent = [float(row["epsilon"]) for sites in ledgers for row in sites.values()]
     epsilon_spent = max(spent) if spent else math.nan
     if privacy.get("name", "none") == "none":
@@ -148,7 +148,7 @@ def _figures(job: int, method: str, run_dir: Path, config: dict, runs: list[dict
     else:
         target = privacy.get("target_epsilon")
         epsilon, what = (float(target) if target is not None else epsilon_spent), str(privacy["name"])
-    attacked = [run.get("attacks") for run in runs if run.get("attacks")]
+    attacked = [run.attacks for run in runs if run.attacks]
     pooled = [a["pooled"] for a in attacked if a.get("pooled")]
     auc, auc_std = _mean_std([p["auc"] for p in pooled])
     tprs, notes = {}, []
@@ -157,10 +157,9 @@ def _figures(job: int, method: str, run_dir: Path, config: dict, runs: list[dict
         tprs[name] = _mean_std(values)[0] if values and all(v is not None for v in values) else None
         notes += sorted({p["unresolved"][name] for p in pooled if name in p.get("unresolved", {})})
     federated, federated_std = _mean_std([_site_mean(r, "federated") for r in runs])
-    pooled_test = _mean_std([((r.get("methods") or {}).get("federated") or {}).get("pooled_test", {}).get(r["headline"])
-                             for r in runs])[0]  # fmt: skip
+    pooled_test = _mean_std([r.methods["federated"].pooled(r.headline) for r in runs if "federated" in r.methods])[0]
     return SweepRow(job=job, method=method, epsilon=epsilon, privacy=what, epsilon_spent=epsilon_spent,
-                    headline=runs[0]["headline"], federated=federated, federated_std=federated_std,
+                    headline=runs[0].headline, federated=federated, federated_std=federated_std,
                     personalized=_mean_std([_site_mean(r, "personalized") for r in runs])[0], pooled_test=pooled_test,
                     attack=attacked[0]["attack"] if attacked else "none", attack_auc=auc, attack_auc_std=auc_std,
                     repeats=len(runs), status="ok", run_dir=str(run_dir), notes="; ".join(notes), **tprs)  # fmt: skip
@@ -203,8 +202,11 @@ def collect(sweep_dir: str | Path) -> list[SweepRow]:
             rows.append(_failed(number, method, folder, why))
             continue
         summary = json.loads(summary_path.read_text())
+        source = str(summary_path)
+        runs = (RepeatsSummary.from_dict(summary, source=source).runs if RepeatsSummary.is_repeats(summary)
+                else [RunSummary.from_dict(summary, source=source)])  # fmt: skip
         config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
-        rows.append(_figures(number, method, folder, config, summary.get("runs") or [summary]))
+        rows.append(_figures(number, method, folder, config, runs))
     return rows
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from simulation.repeats import aggregate_repeats, paired_comparison, repeats_markdown
-from simulation.run_summary import RunSummary
+from simulation.run_summary import RunSummary, SiteWins
 
 
 def _summary(fed: dict[str, float], pooled: dict[str, float], flagged: str = "c") -> RunSummary:
@@ -27,17 +27,20 @@ RUNS = [
 def test_aggregate_is_the_mean_and_sample_std_over_repeats():
     agg = aggregate_repeats(RUNS)
     means = [0.75, 0.66, 0.79]  # readable sites a and b, per repeat
-    assert agg["federated"]["site_mean"]["auroc"]["mean"] == pytest.approx(np.mean(means))
-    assert agg["federated"]["site_mean"]["auroc"]["std"] == pytest.approx(np.std(means, ddof=1))
-    assert agg["federated"]["per_site"]["c"]["mean"] == pytest.approx((0.2 + 0.5 + 0.6) / 3)
-    assert agg["federated"]["readable"] == {"a": True, "b": True, "c": False}
+    assert agg["federated"].site_mean["auroc"].mean == pytest.approx(np.mean(means))
+    assert agg["federated"].site_mean["auroc"].std == pytest.approx(np.std(means, ddof=1))
+    assert agg["federated"].site_mean["auroc"].n == 3
+    assert agg["federated"].per_site["c"].mean == pytest.approx((0.2 + 0.5 + 0.6) / 3)
+    assert agg["federated"].readable == {"a": True, "b": True, "c": False}
 
 
 def test_paired_comparison_counts_wins_per_site_within_each_repeat():
     p = paired_comparison(RUNS, "federated", "pooled")
-    assert p["differences"] == pytest.approx([0.75 - 0.725, 0.66 - 0.71, 0.79 - 0.825])
-    assert p["per_site"]["a"] == {"federated": 0, "pooled": 2, "ties": 1, "readable": True}
-    assert p["per_site"]["b"] == {"federated": 2, "pooled": 1, "ties": 0, "readable": True}
-    assert p["per_site"]["c"]["readable"] is False
+    assert p.differences == pytest.approx([0.75 - 0.725, 0.66 - 0.71, 0.79 - 0.825])
+    assert (p.mean, p.n) == (pytest.approx(np.mean(p.differences)), 3)
+    assert p.per_site["a"] == SiteWins(first=0, second=2, ties=1, readable=True)
+    assert p.per_site["b"] == SiteWins(first=2, second=1, ties=0, readable=True)
+    assert p.per_site["c"].readable is False
+    assert p.to_dict()["per_site"]["a"] == {"federated": 0, "pooled": 2, "ties": 1, "readable": True}
     text = "\n".join(repeats_markdown(aggregate_repeats(RUNS), [p], "auroc", 3))
     assert "c †" in text and "federated − pooled" in text and "a 0/2/1" in text

@@ -1,5 +1,5 @@
-"""The typed run summary: what summary.json holds, read back the same, and refused when it is
-of another version."""
+"""The typed run summary: what summary.json holds (one repeat, or several), read back the same,
+and refused when it is of another version."""
 
 from __future__ import annotations
 
@@ -10,7 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from simulation.run_summary import SUMMARY_VERSION, MethodResult, RunSummary, SitePartition, SiteResult
+from simulation.run_summary import (
+    SUMMARY_VERSION,
+    MethodResult,
+    MethodSpread,
+    PairedComparison,
+    RepeatsSummary,
+    RunSummary,
+    SitePartition,
+    SiteResult,
+    SiteWins,
+    Spread,
+)
 
 NAN = float("nan")
 
@@ -61,3 +72,63 @@ def test_site_names_fall_back_to_the_methods_and_the_partition():
     summary = _summary()
     assert summary.site_names() == ["alpha", "beta"]
     assert replace(summary, sites=[]).site_names() == ["alpha", "beta"]  # alpha and beta from the method
+
+
+def _repeats() -> RepeatsSummary:
+    def run(auroc: float) -> RunSummary:  # every figure defined, so that it reads back equal
+        site = SiteResult(metrics={"auroc": auroc}, n=30, n_pos=10, train_steps=5)
+        method = MethodResult(per_site={"alpha": site}, site_mean={"auroc": auroc}, site_mean_n={"auroc": 1},
+                              site_mean_all={"auroc": auroc}, pooled_test={"auroc": auroc}, seconds=1.5)  # fmt: skip
+        return RunSummary(name="toy", task="binary", headline="auroc", metrics=["auroc"],
+                          methods={"federated": method, "pooled": method}, sites=["alpha"])  # fmt: skip
+
+    spread = MethodSpread(site_mean={"auroc": Spread(0.75, 0.05, 2)}, site_mean_all={"auroc": Spread(0.75, 0.05, 2)},
+                          per_site={"alpha": Spread(0.75, 0.05, 2)}, readable={"alpha": True})  # fmt: skip
+    wins = SiteWins(first=0, second=1, ties=1, readable=True)
+    paired = PairedComparison(first="federated", second="pooled", metric="auroc", differences=[0.0, 0.0], mean=0.0,
+                              std=0.0, n=2, per_site={"alpha": wins})  # fmt: skip
+    return RepeatsSummary(name="toy", dataset="synthetic", task="binary", headline="auroc", higher_is_better=True,
+                          seeds=[7, 8], aggregate={"federated": spread, "pooled": spread}, paired=[paired],
+                          runs=[run(0.7), run(0.8)])  # fmt: skip
+
+
+def test_a_repeats_summary_reads_back_equal_with_the_layout_it_always_had(tmp_path: Path):
+    summary = _repeats()
+    raw = summary.to_dict()
+    assert list(raw) == ["version", "name", "dataset", "task", "headline", "higher_is_better", "repeats", "seeds",
+                         "aggregate", "paired", "runs"]  # fmt: skip
+    assert raw["version"] == SUMMARY_VERSION and raw["repeats"] == summary.repeats == 2
+    assert raw["aggregate"]["federated"] == {"site_mean": {"auroc": {"mean": 0.75, "std": 0.05, "n": 2}},
+                                             "site_mean_all": {"auroc": {"mean": 0.75, "std": 0.05, "n": 2}},
+                                             "per_site": {"alpha": {"mean": 0.75, "std": 0.05, "n": 2}},
+                                             "readable": {"alpha": True}}  # fmt: skip
+    assert raw["runs"][0] == summary.runs[0].to_dict()
+    assert RepeatsSummary.is_repeats(raw) and not RepeatsSummary.is_repeats(summary.runs[0].to_dict())
+    assert RepeatsSummary.from_dict(json.loads(json.dumps(raw))) == summary
+    path = tmp_path / "summary.json"
+    path.write_text(summary.to_json())
+    assert RepeatsSummary.load(path) == summary
+
+
+def test_a_paired_comparison_keys_each_site_by_the_method_names():
+    paired = _repeats().paired[0]
+    raw = paired.to_dict()
+    assert list(raw) == ["first", "second", "metric", "differences", "mean", "std", "n", "per_site"]
+    assert raw["per_site"] == {"alpha": {"federated": 0, "pooled": 1, "ties": 1, "readable": True}}
+    assert PairedComparison.from_dict(raw) == paired
+
+
+def test_a_spread_not_computed_is_null_in_the_json_and_nan_back():
+    one = MethodSpread(site_mean={"auroc": Spread(0.7, NAN, 1)}, site_mean_all={}, per_site={}, readable={})
+    summary = replace(_repeats(), aggregate={"federated": one})
+    raw = json.loads(summary.to_json())  # strict JSON
+    assert raw["aggregate"]["federated"]["site_mean"]["auroc"] == {"mean": 0.7, "std": None, "n": 1}
+    back = RepeatsSummary.from_dict(raw).aggregate["federated"].site_mean["auroc"]
+    assert (back.mean, back.n) == (0.7, 1) and math.isnan(back.std)
+
+
+def test_a_repeats_summary_of_another_version_is_refused_naming_the_file(tmp_path: Path):
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({**_repeats().to_dict(), "version": SUMMARY_VERSION + 1}))
+    with pytest.raises(ValueError, match=rf"{path}: summary version {SUMMARY_VERSION + 1}, expected {SUMMARY_VERSION}"):
+        RepeatsSummary.load(path)

@@ -14,6 +14,7 @@ from PIL import Image
 
 from server.default_config import CONFIG_DIR
 from simulation.config import SimulationConfig
+from simulation.run_summary import MethodResult, RepeatsSummary, RunSummary
 from simulation.sweep import NO_DP, collect, job_overrides, prepare_overrides, write_sweep
 
 
@@ -60,8 +61,8 @@ def _job(sweep_dir, number, overrides, *, privacy, auroc, attack_auc, spent=None
     reason = "not resolvable: 60 non-members; a TPR at 0.1% FPR needs >= 1000 (one false positive is 1.67%)"
     pooled = {"site": "pooled", "members": 60, "non_members": 60, "auc": attack_auc, "tpr_at_1pct_fpr": None,
               "tpr_at_0_1pct_fpr": None, "unresolved": {"tpr_at_0_1pct_fpr": reason, "tpr_at_1pct_fpr": reason}}
-    summary = {"headline": "auroc", "methods": {"federated": {"site_mean": {"auroc": auroc},
-                                                              "pooled_test": {"auroc": auroc + 0.01}}},
+    summary = {"name": "synthetic", "task": "binary", "headline": "auroc",
+               "methods": {"federated": {"site_mean": {"auroc": auroc}, "pooled_test": {"auroc": auroc + 0.01}}},
                "attacks": {"attack": "loss", "pooled": pooled},
                "privacy_sites": {"federated": {"a": {"epsilon": spent}, "b": {"epsilon": spent / 2}}} if spent else {}}
     (folder / "summary.json").write_text(json.dumps(summary))  # fmt: skip
@@ -95,6 +96,27 @@ def test_job_folders_become_one_table_and_two_plots(tmp_path):
     for plot in written[2:]:
         with Image.open(plot) as image:
             assert image.format == "PNG" and image.size[0] > 300
+
+
+def test_a_job_of_several_repeats_is_the_mean_and_std_over_them(tmp_path):
+    folder = tmp_path / "0_synthetic"
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["fusion=gmu"]))
+    (folder / "config.yaml").write_text(yaml.safe_dump({"privacy": {"name": "none"}}))
+    def run(auroc: float, attack_auc: float) -> RunSummary:
+        federated = MethodResult(per_site={}, site_mean={"auroc": auroc}, pooled_test={"auroc": auroc})
+        pooled = {"auc": attack_auc, "tpr_at_1pct_fpr": 0.1, "tpr_at_0_1pct_fpr": 0.0}
+        return RunSummary(name="toy", task="binary", headline="auroc", metrics=["auroc"],
+                          methods={"federated": federated}, attacks={"attack": "loss", "pooled": pooled})  # fmt: skip
+
+    runs = [run(0.8, 0.6), run(0.6, 0.5)]
+    summary = RepeatsSummary(name="toy", dataset="synthetic", task="binary", headline="auroc", higher_is_better=True,
+                             seeds=[0, 1], aggregate={}, paired=[], runs=runs)  # fmt: skip
+    (folder / "summary.json").write_text(summary.to_json())
+    (row,) = collect(tmp_path)
+    assert row.repeats == 2 and row.federated == pytest.approx(0.7) and row.pooled_test == pytest.approx(0.7)
+    assert row.federated_std == pytest.approx(math.sqrt(0.02)) and row.attack_auc == pytest.approx(0.55)
+    assert row.tpr_at_1pct_fpr == pytest.approx(0.1) and row.privacy == NO_DP
 
 
 def test_collect_names_a_folder_without_jobs(tmp_path):
