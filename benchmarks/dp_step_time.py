@@ -11,7 +11,9 @@ DenseNet121 2D under ``concat``, and every fusion head (its YAML's settings) on 
 Usage: ``python -m benchmarks.dp_step_time`` (``--steps``, ``--batch-size``, ``--label``,
 ``--only NAME``). Results: ``benchmarks/results/dp_step_time/<label>.json`` and a Markdown
 table on stdout; each time is the median over ``--steps`` timed steps after 3 warm-up steps,
-on ``torch.get_num_threads()`` threads. A mode that fails on a model is recorded with its error.
+on ``torch.get_num_threads()`` threads. A second table splits each step into its phases
+(:data:`PHASES`): where the DP step's extra time goes. A mode that fails on a model is
+recorded with its error.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from fusion_models.task import make_task
 from server.model_setup import make_model_spec
 from server.settings import ModelSettings
 
-__all__ = ["MODES", "main", "models", "time_model"]
+__all__ = ["MODES", "PHASES", "main", "models", "time_model"]
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -97,15 +99,29 @@ class _Rows(torch.utils.data.Dataset):
         return {k: v[i] for k, v in self.batch.items()}
 
 
-def _median_step(step: Callable[[], None], steps: int) -> float:
+#: The phases of a step, in order: for DP, "backward" includes the per-sample gradients and
+#: "clip+noise" is Opacus' ``pre_step`` (per-sample clipping, summing, noise, the accountant).
+PHASES = ("forward", "backward", "clip+noise", "optimizer")
+
+
+def _median_phases(step: Callable[[], dict[str, float]], steps: int) -> tuple[float, dict[str, float]]:
+    """(median seconds per step, median seconds of each phase) over ``steps`` timed steps after 3 warm-up ones."""
     for _ in range(3):
         step()
-    times = []
+    totals, phases = [], {}
     for _ in range(steps):
         start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        parts = step()
+        totals.append(time.perf_counter() - start)
+        for phase, seconds in parts.items():
+            phases.setdefault(phase, []).append(seconds)
+    return statistics.median(totals), {phase: statistics.median(v) for phase, v in phases.items()}
+
+
+def _timed(parts: dict[str, float], phase: str, start: float) -> float:
+    now = time.perf_counter()
+    parts[phase] = now - start
+    return now
 
 
 def _loss(model: torch.nn.Module, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -121,13 +137,21 @@ def time_model(spec: ModelSpec, *, batch_size: int, steps: int, modes: tuple[str
     model = build_model(spec, seed=0).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
-    def plain_step() -> None:
+    def plain_step() -> dict[str, float]:
+        parts: dict[str, float] = {}
+        start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        _loss(model, model(inputs), batch["target"]).backward()
+        loss = _loss(model, model(inputs), batch["target"])
+        start = _timed(parts, "forward", start)
+        loss.backward()
+        start = _timed(parts, "backward", start)
         optimizer.step()
+        _timed(parts, "optimizer", start)
+        return parts
 
-    result: dict[str, Any] = {"parameters": sum(p.numel() for p in model.parameters()),
-                              "no_dp_s": _median_step(plain_step, steps), "modes": {}}  # fmt: skip
+    no_dp_s, no_dp_phases = _median_phases(plain_step, steps)
+    result: dict[str, Any] = {"parameters": sum(p.numel() for p in model.parameters()), "no_dp_s": no_dp_s,
+                              "no_dp_phases_s": no_dp_phases, "modes": {}}  # fmt: skip
     rows = _Rows(_batch(batch_size * 8, seed=1))
     loader = torch.utils.data.DataLoader(rows, batch_size=batch_size)
     for mode in modes:
@@ -139,17 +163,28 @@ def time_model(spec: ModelSpec, *, batch_size: int, steps: int, modes: tuple[str
             forward, dp_optimizer, _ = dp_round.attach(dp_model, torch.optim.AdamW(dp_model.parameters(), lr=1e-3),
                                                        loader)  # fmt: skip
 
-            def dp_step(forward=forward, dp_optimizer=dp_optimizer, dp_model=dp_model, dp_round=dp_round) -> None:
-                dp_optimizer.zero_grad(set_to_none=True)  # (defaults bind each mode's objects)
+            def dp_step(forward=forward, dp_optimizer=dp_optimizer, dp_model=dp_model,
+                        dp_round=dp_round) -> dict[str, float]:  # (defaults bind each mode's objects)
+                parts: dict[str, float] = {}
+                start = time.perf_counter()
+                dp_optimizer.zero_grad(set_to_none=True)
                 out = forward(inputs)
                 if dp_round.ghost:  # ghost clipping backpropagates the per-row losses itself (two passes)
-                    dp_round.ghost_loss(TASK.per_sample_loss(out, batch["target"])).backward()
+                    loss = dp_round.ghost_loss(TASK.per_sample_loss(out, batch["target"]))
                 else:
-                    _loss(dp_model, out, batch["target"]).backward()
-                dp_optimizer.step()
+                    loss = _loss(dp_model, out, batch["target"])
+                start = _timed(parts, "forward", start)
+                loss.backward()
+                start = _timed(parts, "backward", start)
+                stepped = dp_optimizer.pre_step()  # what DPOptimizer.step does, timed in its two parts
+                start = _timed(parts, "clip+noise", start)
+                if stepped:
+                    dp_optimizer.original_optimizer.step()
+                _timed(parts, "optimizer", start)
+                return parts
 
-            seconds = _median_step(dp_step, steps)
-            result["modes"][mode] = {"dp_s": seconds, "ratio": seconds / result["no_dp_s"]}
+            seconds, phases = _median_phases(dp_step, steps)
+            result["modes"][mode] = {"dp_s": seconds, "ratio": seconds / result["no_dp_s"], "phases_s": phases}
         except Exception as error:  # noqa: BLE001 - a mode Opacus cannot run on this model: recorded, not hidden
             result["modes"][mode] = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
         finally:
@@ -169,6 +204,19 @@ def _table(results: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _phase_table(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Where a step's time goes: each phase's median (ms) without DP and in each mode that ran."""
+    lines = ["| model | mode | " + " | ".join(f"{p} (ms)" for p in PHASES) + " | step (ms) |",
+             "|---|---|" + "---|" * (len(PHASES) + 1)]  # fmt: skip
+    for name, r in results.items():
+        rows = [("no DP", r.get("no_dp_phases_s", {}), r["no_dp_s"])]
+        rows += [(mode, m["phases_s"], m["dp_s"]) for mode, m in r["modes"].items() if "phases_s" in m]
+        for mode, phases, total in rows:
+            cells = [f"{phases[p] * 1e3:.1f}" if p in phases else "–" for p in PHASES]
+            lines.append(f"| {name} | {mode} | " + " | ".join(cells) + f" | {total * 1e3:.1f} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
@@ -183,14 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = time_model(spec, batch_size=args.batch_size, steps=args.steps)
         best = min((m["ratio"] for m in results[name]["modes"].values() if "ratio" in m), default=float("nan"))
         print(f"{name}: no DP {results[name]['no_dp_s'] * 1e3:.1f} ms/step, best DP mode {best:.2f}x", flush=True)
-    lines = _table(results)
-    print("\n".join(lines))
+    lines, phase_lines = _table(results), _phase_table(results)
+    print("\n".join(lines) + "\n\nWhere the time goes (median of each phase):\n" + "\n".join(phase_lines))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{args.label}.json"
     payload = {
         "label": args.label, "command": "python -m benchmarks.dp_step_time " + " ".join(sys.argv[1:] if argv is None else argv),
         "batch_size": args.batch_size, "steps": args.steps, "image_shape": list(IMAGE_SHAPE), "target_ratio": TARGET,
-        "threads": torch.get_num_threads(), "results": results, "table": lines,
+        "threads": torch.get_num_threads(), "results": results, "table": lines, "phase_table": phase_lines,
         "versions": {p: version(p) for p in ("torch", "opacus", "monai")} | {"python": platform.python_version()},
         "commit": git_commit(), "uncommitted_changes": uncommitted_changes(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -32,6 +32,13 @@ def test_a_timed_dp_step_goes_through_dp_round(monkeypatch):
     assert seen == [("hooks", "DPOptimizer", 1.0)]
     assert result["no_dp_s"] > 0 and result["modes"]["hooks"]["ratio"] > 0
     assert result["modes"]["hooks"]["dp_s"] == pytest.approx(result["modes"]["hooks"]["ratio"] * result["no_dp_s"])
+    # the profile: each phase of the DP step timed apart, clip+noise only with DP
+    assert set(result["modes"]["hooks"]["phases_s"]) == set(dp_step_time.PHASES)
+    assert set(result["no_dp_phases_s"]) == set(dp_step_time.PHASES) - {"clip+noise"}
+    assert all(v > 0 for v in result["modes"]["hooks"]["phases_s"].values())
+    assert sum(result["modes"]["hooks"]["phases_s"].values()) <= 1.5 * result["modes"]["hooks"]["dp_s"]
+    table = dp_step_time._phase_table({"m": result})
+    assert table[2].startswith("| m | no DP |") and " – " in table[2] and table[3].startswith("| m | hooks |")
 
 
 def _ew_per_sample_gradients(spec, inputs, target):
