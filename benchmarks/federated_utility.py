@@ -42,6 +42,7 @@ RECIPES: dict[str, list[str]] = {
     "logit_adjust+finetune": ["train.label_skew=logit_adjust", "personalization=finetune"],
     "logit_adjust+finetune3": ["train.label_skew=logit_adjust", "personalization=finetune", "personalization.epochs=3"],
     "default": [],
+    "default+finetune6": ["personalization.epochs=6"],
     "default+fedavgm": ["strategy=fedavgm"],
     "default+fedadam": ["strategy=fedadam"],
     "default+fedprox": ["strategy=fedprox"],
