@@ -181,23 +181,20 @@ class BinaryTask(Task):
     def output_dim(self) -> int:
         return 1
 
-    def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _bce(self, outputs: torch.Tensor, target: torch.Tensor, reduction: str) -> torch.Tensor:
         logits = _single_output(outputs, self.name)
         _check_batch(logits, target, self.name)
         pos_weight = None
         if self.pos_weight is not None:
             pos_weight = torch.tensor(self.pos_weight, dtype=logits.dtype, device=logits.device)
         target = target.to(logits.dtype).reshape(logits.shape)
-        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
+        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight, reduction=reduction)
+
+    def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self._bce(outputs, target, "mean")
 
     def per_sample_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits = _single_output(outputs, self.name)
-        _check_batch(logits, target, self.name)
-        pos_weight = None
-        if self.pos_weight is not None:
-            pos_weight = torch.tensor(self.pos_weight, dtype=logits.dtype, device=logits.device)
-        target = target.to(logits.dtype).reshape(logits.shape)
-        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight, reduction="none").reshape(-1)
+        return self._bce(outputs, target, "none").reshape(-1)
 
     def scores(self, outputs: torch.Tensor) -> np.ndarray:
         return _to_numpy(torch.sigmoid(_single_output(outputs.detach(), self.name)))
