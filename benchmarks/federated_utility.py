@@ -54,6 +54,8 @@ RECIPES: dict[str, list[str]] = {
     "default+dp_eps5_clip1": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=1.0", "train.lr=0.001"],
     # privacy=dp as configured (configs/privacy/dp.yaml), against "default+lr0.003" without DP
     "default+dp_eps5": ["privacy=dp", "privacy.target_epsilon=5"],
+    # the same, its noise sized with the PRV accountant (a tighter epsilon for the same sigma)
+    "default+dp_eps5_prv": ["privacy=dp", "privacy.target_epsilon=5", "privacy.accountant=prv"],
     # C 1 with 4x larger Poisson batches (fewer, less noisy steps) and a larger step size
     "default+dp_eps5_batch256": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=1.0",
                                  "train.batch_size=256", "train.lr=0.003"],
