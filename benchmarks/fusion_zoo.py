@@ -226,9 +226,13 @@ def train_federated(settings: RunSettings, sites: Sites, run_dir: Path) -> tuple
     return evaluations, {"steps": steps, "train_s": train_s}, model
 
 
-def run_head(label: str, spec: ModelSpec, sites: Sites, *, seed: int, bootstrap: int, device: torch.device,
-             work_dir: Path) -> list[dict]:  # fmt: skip
-    """Train one head pooled and federated on one seed's sites; one result row per method."""
+def run_head(label: str, spec: ModelSpec, fusion: dict[str, Any], sites: Sites, *, seed: int, bootstrap: int,
+             device: torch.device, work_dir: Path) -> list[dict]:  # fmt: skip
+    """Train one head pooled and federated on one seed's sites; one result row per method.
+
+    ``fusion`` is the head's config as the ServerApp gets it: with its ``encoders`` (FiLM and
+    HyperFusion swap in a conditioned image encoder), which ``spec.fusion`` no longer holds.
+    """
     run, task = sites.config.run, sites.task
     metrics = TABLE_METRICS[task.name]
     params = _trainable(build_model(spec, seed=seed))
@@ -243,7 +247,7 @@ def run_head(label: str, spec: ModelSpec, sites: Sites, *, seed: int, bootstrap:
                                          model_name="pooled", device=device, n_boot=bootstrap, seed=seed)  # fmt: skip
         else:
             settings = replace(run, bootstrap=bootstrap, num_sites=len(sites.manifests),
-                               model=replace(run.model, fusion=dict(spec.fusion)))  # fmt: skip
+                               model=replace(run.model, fusion=dict(fusion)))  # fmt: skip
             evaluations, timing, model = train_federated(settings, sites, work_dir / f"{label.replace(':', '_')}_{seed}")
             if model.spec.to_dict() != spec.to_dict():
                 raise RuntimeError(f"the ServerApp built another model than the benchmark's spec for {label}")
@@ -324,8 +328,8 @@ def run_variant(variant: Variant, args: argparse.Namespace, device: torch.device
                     continue
                 with console.status(f"{variant.key} seed {seed} [bold]{label}[/]"):
                     try:
-                        rows = run_head(label, spec, sites, seed=seed, bootstrap=args.bootstrap, device=device,
-                                        work_dir=Path(tmp) / "runs")
+                        rows = run_head(label, spec, fusion, sites, seed=seed, bootstrap=args.bootstrap,
+                                        device=device, work_dir=Path(tmp) / "runs")  # fmt: skip
                     except Exception as error:  # noqa: BLE001 - one broken head must not end a long benchmark
                         skipped[label] = {"head": label, "stage": "train", "seed": seed,
                                           "reason": f"{type(error).__name__}: {error}",

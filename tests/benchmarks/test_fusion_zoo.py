@@ -35,6 +35,17 @@ def test_quick_run_writes_a_row_per_head_and_method(tmp_path):
     assert len(entry["summary"]) == len(heads) * len(METHODS) and set(results["datasets"]) == {key}
 
 
+def test_early_fusion_heads_train_federated_with_their_own_image_encoder(tmp_path):
+    """FiLM and HyperFusion replace the image encoder (their config's ``encoders``): the
+    federated arm must build that model too, not the default CNN."""
+    out = tmp_path / "zoo"
+    main(["--quick", "--datasets", "synthetic", "--heads", "film", "hyperfusion", "--missing", "0", "--max-samples", "400",
+          "--override", "num_sites=2", "--out", str(out)])  # fmt: skip
+    (entry,) = json.loads((out / "results.json").read_text())["datasets"].values()
+    assert not entry.get("skipped"), entry.get("skipped")
+    assert {(r["head"], r["method"]) for r in entry["runs"]} == {(h, m) for h in ("film", "hyperfusion") for m in METHODS}
+
+
 def test_heads_expand_single_per_modality_and_pick_up_every_registered_name():
     assert expand_heads(["concat", "single"], ["image", "tabular"]) == [
         ("concat", "concat", None), ("single:image", "single", "image"), ("single:tabular", "single", "tabular")]
