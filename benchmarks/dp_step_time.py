@@ -36,6 +36,7 @@ import yaml
 from benchmarks.provenance import git_commit, uncommitted_changes
 from client.features import FeatureSpec
 from client.privacy import DPPlan, DPRound
+from client.train import batch_loss
 from fusion_models.model import ModelSpec, build_model
 from fusion_models.task import make_task
 from server.model_setup import make_model_spec
@@ -124,12 +125,6 @@ def _timed(parts: dict[str, float], phase: str, start: float) -> float:
     return now
 
 
-def _loss(model: torch.nn.Module, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The task's loss plus the head's auxiliary loss where it has one (mm_dynamics), as training adds it."""
-    loss = TASK.loss(out, target)
-    return loss + model.auxiliary_loss(out, target) if hasattr(model, "auxiliary_loss") else loss
-
-
 def time_model(spec: ModelSpec, *, batch_size: int, steps: int, modes: tuple[str, ...] = MODES) -> dict[str, Any]:
     """Median seconds per step without DP and in each mode, and each mode's ratio to no DP."""
     batch = _batch(batch_size, seed=0)
@@ -141,7 +136,7 @@ def time_model(spec: ModelSpec, *, batch_size: int, steps: int, modes: tuple[str
         parts: dict[str, float] = {}
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        loss = _loss(model, model(inputs), batch["target"])
+        loss = batch_loss(model, TASK, model(inputs), batch["target"])
         start = _timed(parts, "forward", start)
         loss.backward()
         start = _timed(parts, "backward", start)
@@ -168,11 +163,7 @@ def time_model(spec: ModelSpec, *, batch_size: int, steps: int, modes: tuple[str
                 parts: dict[str, float] = {}
                 start = time.perf_counter()
                 dp_optimizer.zero_grad(set_to_none=True)
-                out = forward(inputs)
-                if dp_round.ghost:  # ghost clipping backpropagates the per-row losses itself (two passes)
-                    loss = dp_round.ghost_loss(TASK.per_sample_loss(out, batch["target"]))
-                else:
-                    loss = _loss(dp_model, out, batch["target"])
+                loss = batch_loss(dp_model, TASK, forward(inputs), batch["target"], dp=dp_round)  # as training does
                 start = _timed(parts, "forward", start)
                 loss.backward()
                 start = _timed(parts, "backward", start)

@@ -260,7 +260,7 @@ class DPRound:
             mode, _ = choose_grad_sample_mode(model, inputs, rows["label"].to(device))  # the choice is logged there
         self.grad_sample_mode = mode
         if mode == GHOST:
-            extra = sorted({type(m).__name__ for m in model.modules() if m is not model and hasattr(m, "auxiliary_loss")})
+            extra = sorted({type(m).__name__ for m in model.auxiliary_modules()})
             if extra:
                 raise PrivacyRefused(f"privacy.grad_sample_mode=ghost: {', '.join(extra)} adds an auxiliary loss over "
                                      f"the batch, which ghost clipping cannot clip row by row; use auto, hooks or ew")  # fmt: skip

@@ -16,7 +16,7 @@ from fusion_models.task import Task
 if TYPE_CHECKING:
     from client.privacy import DPRound
 
-__all__ = ["resolve_device", "make_loader", "proximal_penalty", "train_local", "predict", "evaluate"]
+__all__ = ["resolve_device", "make_loader", "proximal_penalty", "batch_loss", "train_local", "predict", "evaluate"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -42,6 +42,19 @@ def proximal_penalty(params, anchor: list[torch.Tensor], *, mu: float) -> torch.
     Its gradient is ``mu * (w - w_anchor)`` for every parameter.
     """
     return 0.5 * mu * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
+
+
+def batch_loss(model: nn.Module, task: Task, outputs: torch.Tensor, target: torch.Tensor, *,
+               offset: torch.Tensor | None = None, dp: DPRound | None = None):  # fmt: skip
+    """One batch's training loss: the task's loss of ``outputs`` (plus ``offset``, the label
+    offset, inside the loss only) and the model's auxiliary losses. Under ghost clipping it is
+    :meth:`client.privacy.DPRound.ghost_loss` of the per-row task losses (no auxiliary loss:
+    DPRound refuses ghost on such models)."""
+    logits = outputs if offset is None else outputs + offset
+    if dp is not None and dp.ghost:
+        return dp.ghost_loss(task.per_sample_loss(logits, target))
+    loss = task.loss(logits, target)
+    return loss + model.auxiliary_loss(outputs, target) if hasattr(model, "auxiliary_loss") else loss
 
 
 def train_local(
@@ -87,14 +100,7 @@ def train_local(
             for batch in loader:
                 batch = _to(batch, device)
                 optimizer.zero_grad(set_to_none=True)
-                outputs = forward(batch)
-                logits = outputs if offset is None else outputs + offset
-                if dp is not None and dp.ghost:  # no auxiliary loss here: DPRound refuses ghost on such models
-                    loss = dp.ghost_loss(task.per_sample_loss(logits, batch["label"]))
-                else:
-                    loss = task.loss(logits, batch["label"])
-                    if hasattr(model, "auxiliary_loss"):
-                        loss = loss + model.auxiliary_loss(outputs, batch["label"])
+                loss = batch_loss(model, task, forward(batch), batch["label"], offset=offset, dp=dp)
                 if anchor is not None:
                     loss = loss + proximal_penalty(model.parameters(), anchor, mu=settings.proximal_mu)
                 loss.backward()

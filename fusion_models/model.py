@@ -110,13 +110,16 @@ class MultimodalModel(nn.Module):
                 features[modality] = encoder(batch[modality])
         return self.fusion(features, present)
 
+    def auxiliary_modules(self) -> list[nn.Module]:
+        """The submodules that add a training loss of their own (an ``auxiliary_loss``)."""
+        return [module for module in self.modules() if module is not self and hasattr(module, "auxiliary_loss")]
+
     def auxiliary_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Sum of the extra training losses of submodules (sparsity, modularity, confidence
         regression) from the last forward pass; 0 when no module has one."""
         total = outputs.new_zeros(())
-        for module in self.modules():
-            if module is not self and hasattr(module, "auxiliary_loss"):
-                total = total + module.auxiliary_loss(outputs, target)
+        for module in self.auxiliary_modules():
+            total = total + module.auxiliary_loss(outputs, target)
         return total
 
     def explanations(self) -> dict[str, torch.Tensor]:
