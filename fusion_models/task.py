@@ -237,15 +237,16 @@ class MulticlassTask(Task):
             )
         return outputs
 
-    def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _cross_entropy(self, outputs: torch.Tensor, target: torch.Tensor, reduction: str) -> torch.Tensor:
         logits = self._logits(outputs)
         _check_batch(logits, target, self.name)
-        return F.cross_entropy(logits, target.long().reshape(-1))
+        return F.cross_entropy(logits, target.long().reshape(-1), reduction=reduction)
+
+    def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self._cross_entropy(outputs, target, "mean")
 
     def per_sample_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits = self._logits(outputs)
-        _check_batch(logits, target, self.name)
-        return F.cross_entropy(logits, target.long().reshape(-1), reduction="none")
+        return self._cross_entropy(outputs, target, "none")
 
     def scores(self, outputs: torch.Tensor) -> np.ndarray:
         # softmax in float64 so rows sum to 1 within the tolerance multiclass_metrics checks
@@ -274,15 +275,16 @@ class RegressionTask(Task):
     def output_dim(self) -> int:
         return 1
 
-    def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _mse(self, outputs: torch.Tensor, target: torch.Tensor, reduction: str) -> torch.Tensor:
         pred = _single_output(outputs, self.name)
         _check_batch(pred, target, self.name)
-        return F.mse_loss(pred, target.to(pred.dtype).reshape(pred.shape))
+        return F.mse_loss(pred, target.to(pred.dtype).reshape(pred.shape), reduction=reduction)
+
+    def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self._mse(outputs, target, "mean")
 
     def per_sample_loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        pred = _single_output(outputs, self.name)
-        _check_batch(pred, target, self.name)
-        return F.mse_loss(pred, target.to(pred.dtype).reshape(pred.shape), reduction="none").reshape(-1)
+        return self._mse(outputs, target, "none").reshape(-1)
 
     def scores(self, outputs: torch.Tensor) -> np.ndarray:
         return _to_numpy(_single_output(outputs, self.name))
