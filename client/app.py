@@ -13,6 +13,8 @@ from __future__ import annotations
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from client.secure_aggregation import secure_aggregation_mod
+
 __all__ = ["app"]
 
 app = ClientApp()
@@ -26,9 +28,10 @@ def query(msg: Message, context: Context) -> Message:
     return site_query.query(msg, context)
 
 
-@app.train()
+@app.train(mods=[secure_aggregation_mod])
 def train(msg: Message, context: Context) -> Message:
-    """One round of local training from the global weights (or a budget refusal under DP)."""
+    """One round of local training from the global weights (or a budget refusal under DP);
+    SecAgg+ rounds go through Flower's ``secaggplus_mod`` (:mod:`client.secure_aggregation`)."""
     from client import handlers
 
     return handlers.train(msg, context)

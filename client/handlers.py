@@ -17,10 +17,13 @@ import json
 from dataclasses import dataclass, replace
 from logging import WARNING
 from pathlib import Path
+from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 from flwr.common.logger import log
+from flwr.compat.common.recorddict_compat import fitres_to_recorddict
 
 from client import messages as keys
 from client.data import SiteDataset, default_cache_dir, load_site_dataset
@@ -31,6 +34,7 @@ from client.messages import RoundConfig
 from client.personalization import personal_model, personal_round
 from client.privacy import BudgetExceeded, SitePrivacy, ledger_root
 from client.round import round_seed
+from client.secure_update import encode_update
 from client.site_evaluation import evaluate_at_site
 from client.site_query import read_site_manifest, site_manifest_path, site_record
 from client.train import evaluate, resolve_device
@@ -106,9 +110,12 @@ def train(msg: Message, context: Context) -> Message:
     """One round of local training from the global weights; reply with the modules trained.
 
     Under DP a round that would pass the site's budget is refused: the reply carries a
-    ``STATUS`` record and the epsilon spent, and no arrays.
+    ``STATUS`` record and the epsilon spent, and no arrays. Under secure aggregation the
+    reply is :func:`_secure_reply` instead.
     """
     site = _unpack(msg, context)
+    secure = keys.SECURE_SCALE in msg.content[keys.CONFIG]
+    start = {k: v.detach().clone() for k, v in site.model.state_dict().items()} if secure else {}
     try:
         result = personal_round(site.model, site.dataset("train"), site.task, site.config.train,
                                 site.config.personalization, state_dir=site_state_dir(context, site.manifest.site),
@@ -117,15 +124,36 @@ def train(msg: Message, context: Context) -> Message:
                                 privacy=_site_privacy(context, site))  # fmt: skip
     except BudgetExceeded as refusal:
         log(WARNING, "round %s: %s", site.server_round, refusal)
+        if secure:
+            return _secure_reply(msg, site, start, sent={}, counts={},
+                                 metrics={keys.EPSILON: refusal.spent, "train-refused": 1, keys.SECURE_STATUS_CODE:
+                                          keys.BUDGET_REFUSAL, keys.SECURE_STATUS_REASON: str(refusal)})  # fmt: skip
         content = RecordDict({
             keys.STATUS: ConfigRecord({keys.STATUS_CODE: keys.BUDGET_REFUSAL, keys.STATUS_REASON: str(refusal)}),
             keys.METRICS: MetricRecord({keys.EPSILON: refusal.spent, "train-refused": 1}),
             keys.SITE: site_record(site.manifest),
         })  # fmt: skip
         return Message(content=content, reply_to=msg)
+    if secure:
+        return _secure_reply(msg, site, start, sent=result.state, counts=result.counts, metrics=result.metrics())
     content = RecordDict({keys.ARRAYS: ArrayRecord(result.state), keys.METRICS: MetricRecord(result.metrics()),
                           keys.SITE: site_record(site.manifest)})  # fmt: skip
     return Message(content=content, reply_to=msg)
+
+
+def _secure_reply(msg: Message, site: _Site, start: dict[str, torch.Tensor], *, sent: dict[str, torch.Tensor],
+                  counts: dict[str, int], metrics: dict[str, Any]) -> Message:
+    """The legacy ``FitRes`` that ``secaggplus_mod`` masks: the weighted per-module vectors of
+    :func:`client.secure_update.encode_update` and the round's figures; no plain arrays."""
+    config = msg.content[keys.CONFIG]
+    module_counts = {key.removeprefix(f"{keys.NUM_EXAMPLES}."): n for key, n in counts.items()
+                     if key.startswith(f"{keys.NUM_EXAMPLES}.")}  # fmt: skip
+    vectors = encode_update(start, sent, module_counts, scale=float(config[keys.SECURE_SCALE]),
+                            clipping_range=float(config[keys.SECURE_CLIPPING_RANGE]))  # fmt: skip
+    figures = {**metrics, keys.SECURE_SITE: site.manifest.site}
+    fitres = FitRes(status=Status(code=Code.OK, message=""), parameters=ndarrays_to_parameters(vectors), num_examples=1,
+                    metrics=figures)  # fmt: skip
+    return Message(content=fitres_to_recorddict(fitres, keep_input=False), reply_to=msg)
 
 
 def evaluate_round(msg: Message, context: Context) -> Message:

@@ -12,6 +12,13 @@ server may import). A reply carries:
   (``code`` ``privacy-budget``: the round would pass its DP budget); such a reply has no arrays.
 
 Under DP a train reply's metrics carry ``train-epsilon``, the site's epsilon so far.
+
+Under secure aggregation (the train config holds ``SECURE_SCALE``) a train message also
+carries SecAgg+'s own record, and the reply is the legacy ``FitRes`` layout SecAgg+ reads
+(``fitres.parameters``: the vectors of :mod:`client.secure_update`, masked by
+``secaggplus_mod`` before they leave; ``fitres.num_examples`` 1; ``fitres.metrics``: the
+``METRICS`` figures plus ``SECURE_SITE`` and, for a declined round, ``SECURE_STATUS_CODE``
+and ``SECURE_STATUS_REASON``). It has no ``ARRAYS``: the server sees only the sum.
 """
 
 from __future__ import annotations
@@ -45,6 +52,11 @@ __all__ = [
     "STATUS_REASON",
     "BUDGET_REFUSAL",
     "module_weight_key",
+    "SECURE_SCALE",
+    "SECURE_CLIPPING_RANGE",
+    "SECURE_SITE",
+    "SECURE_STATUS_CODE",
+    "SECURE_STATUS_REASON",
 ]
 
 ARRAYS = "arrays"
@@ -72,6 +84,15 @@ NUM_EXAMPLES = "num-examples"
 
 #: A DP site's epsilon so far, in every train reply (metrics.csv: split train, metric epsilon).
 EPSILON = "train-epsilon"
+
+#: Train config under secure aggregation: the bound sample counts are divided by, and the
+#: range SecAgg+ clips each coordinate to (a site refuses to send a vector it would clip).
+SECURE_SCALE = "secure-weight-scale"
+SECURE_CLIPPING_RANGE = "secure-clipping-range"
+#: Keys of a secure reply's ``fitres.metrics`` beside the figures (a legacy record is flat).
+SECURE_SITE = "site"
+SECURE_STATUS_CODE = "status-code"
+SECURE_STATUS_REASON = "status-reason"
 
 
 def module_weight_key(module: str) -> str:

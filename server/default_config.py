@@ -34,9 +34,14 @@ def _compose(overrides: list[str]) -> DictConfig:
             return compose(config_name="config", overrides=overrides)
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             return compose(config_name="config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as error:
+    except (HydraException, OmegaConfBaseException, ValueError) as error:
         # Hydra appends its search path to "Could not find ..."; the options it lists are the fix.
         text = str(error).split("\nConfig search path")[0].strip()
+        for override in group_overrides(overrides, CONFIG_DIR):
+            group, value = override.lstrip("+~").split("=", 1)
+            if value.lower() in ("true", "false", "null"):  # Hydra says only "Got bool", naming no key
+                options = sorted(p.stem for p in (CONFIG_DIR / group.replace(".", "/")).glob("*.yaml"))
+                text = f"{group} is a config group: choose one of {options}, got {value!r}"
         raise ValueError(f"overrides {' '.join(overrides)!r}: {text}") from None
 
 

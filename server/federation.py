@@ -119,7 +119,8 @@ def run(grid: Grid, context: Context, *, settings: RunSettings, nodes: list[int]
                               central_privacy=settings.central_privacy,
                               central_privacy_file=federated_dir / CENTRAL_PRIVACY_FILE,
                               local_modules=personalization.keep_modules if personalization.name == "fedper" else (),
-                              rounds=settings.rounds)  # fmt: skip
+                              rounds=settings.rounds, secure_aggregation=settings.secure_aggregation,
+                              weight_scale=max([1.0, *(float(s["n"]) for s in stats)]))  # fmt: skip
     round_config = RoundConfig(task=task, feature_spec=features.to_json(), model_spec=json.dumps(model_spec.to_dict()),
                                seed=settings.seed, device=settings.device, train=settings.train, split="val",
                                bootstrap=settings.bootstrap, personalization=settings.personalization,
@@ -135,8 +136,11 @@ def run(grid: Grid, context: Context, *, settings: RunSettings, nodes: list[int]
         )
     finally:
         site_log.close()
+    # Flower's result holds no arrays when no round aggregated anything (every site declined
+    # or failed): the final model is then the initial one.
+    final = result.arrays if len(result.arrays) else ArrayRecord(model.state_dict())
     evaluations, failures = run_final_evaluation(
-        grid, nodes, result.arrays, round_config.to_record(**{keys.SERVER_ROUND: settings.rounds})
+        grid, nodes, final, round_config.to_record(**{keys.SERVER_ROUND: settings.rounds})
     )
     write_site_evaluations(federated_dir / SITE_EVALUATION_FILE, evaluations, failures, round=settings.rounds)
     atomic_write_text(federated_dir / "done.json", json.dumps({"rounds": settings.rounds}))

@@ -9,7 +9,8 @@ from typing import Any
 
 from client.settings import PersonalizationSettings, PrivacySettings, TrainSettings, dp_refusals
 
-__all__ = ["CENTRAL_DP", "CentralDPSettings", "ModelSettings", "RunSettings", "StrategySettings"]
+__all__ = ["CENTRAL_DP", "SECAGGPLUS", "SECURE_STRATEGIES", "CentralDPSettings", "ModelSettings", "RunSettings",
+           "SecureAggregationSettings", "StrategySettings"]
 
 #: The ``privacy`` option of client-level DP on the server (``configs/privacy/central_dp.yaml``).
 CENTRAL_DP = "central_dp"
@@ -193,17 +194,64 @@ class CentralDPSettings:
         return self.name == CENTRAL_DP
 
 
-_SECURE_AGGREGATION_REFUSAL = (
-    "secure_aggregation=true is not supported: Flower 1.42 runs SecAgg+ (SecAggPlusWorkflow + secaggplus_mod) only "
-    "on its legacy workflow (a LegacyContext driving a legacy Strategy's configure_fit/aggregate_fit, with one "
-    "weight per reply, num_examples), while fedfusion's sites reply through the Message API (@app.train) with "
-    "per-module arrays and per-module weights that every fedfusion strategy needs. No (strategy, fusion) pair is "
-    "supported in this build: fedavg, fedprox, fedavgm, fedadam, fedyogi and fedadagrad would need a legacy path that "
-    "securely sums zero-padded, pre-weighted module vectors together with their weights (not built); median, "
-    "trimmed_mean, krum and multikrum need each site's update and can never be computed from a secure sum; the fusion "
-    "head changes nothing (every fusion sends per-module arrays). Set secure_aggregation=false; privacy=central_dp "
-    "bounds what the released model reveals about one site, but the server still sees each update"
-)
+#: The ``secure_aggregation`` option that runs SecAgg+ (``configs/secure_aggregation/secaggplus.yaml``).
+SECAGGPLUS = "secaggplus"
+#: Strategy names whose rule is a function of the mean alone, so it can run on SecAgg+'s sum
+#: (``server.strategies.secure_aggregation`` checks the same list).
+SECURE_STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
+
+
+def _is_share(value: Any) -> bool:
+    """SecAgg+'s convention: an integer count (> 2) or a float share in (0, 1]."""
+    if isinstance(value, bool):
+        return False
+    return (isinstance(value, int) and value > 2) or (isinstance(value, float) and 0 < value <= 1)
+
+
+_SECURE_CHECKS: dict[str, tuple[Any, str]] = {
+    "num_shares": (_is_share, "an integer > 2 or a share of the sampled sites in (0, 1]"),
+    "reconstruction_threshold": (lambda v: _is_share(v) or v == 2,
+                                 "an integer >= 2 or a share of num_shares in (0, 1]"),
+    "clipping_range": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "quantization_range": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 2 <= v < 2**32,
+                           "an integer in [2, 2**32)"),
+    "timeout_s": (lambda v: v is None or (_is_number(v) and v > 0), "a number of seconds > 0, or null for no limit"),
+}
+
+
+@dataclass(frozen=True)
+class SecureAggregationSettings:
+    """Flower's SecAgg+ around each round's training (``secure_aggregation=secaggplus``).
+
+    Args:
+        name: ``none`` or ``secaggplus``.
+        num_shares: key shares per site (an integer), or a share of the sampled sites.
+        reconstruction_threshold: shares needed to unmask a site (an integer), or a share of
+            ``num_shares``; fewer surviving sites than this halts the round.
+        clipping_range: each coordinate of a site's weighted update is clipped to this range
+            before quantisation; a site whose update would be clipped refuses to send it.
+        quantization_range: integer levels over ``[-clipping_range, clipping_range]``.
+        timeout_s: how long the server waits for each stage's replies.
+    """
+
+    name: str = "none"
+    num_shares: int | float = 1.0
+    reconstruction_threshold: int | float = 0.67
+    clipping_range: float = 8.0
+    quantization_range: int = 2**22
+    timeout_s: float | None = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.name not in ("none", SECAGGPLUS):
+            raise ValueError(f"secure_aggregation.name: expected 'none' or {SECAGGPLUS!r}, got {self.name!r}")
+        problems = [f"secure_aggregation.{key} must be {expected}, got {getattr(self, key)!r}"
+                    for key, (valid, expected) in _SECURE_CHECKS.items() if not valid(getattr(self, key))]  # fmt: skip
+        if problems:
+            raise ValueError("secure_aggregation=secaggplus: " + "; ".join(problems))
+
+    @property
+    def enabled(self) -> bool:
+        return self.name == SECAGGPLUS
 
 
 @dataclass(frozen=True)
@@ -222,6 +270,7 @@ class RunSettings:
     bootstrap: int = 200  # resamples behind each site's confidence intervals
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     central_privacy: CentralDPSettings = field(default_factory=CentralDPSettings)
+    secure_aggregation: SecureAggregationSettings = field(default_factory=SecureAggregationSettings)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -238,7 +287,11 @@ class RunSettings:
         data["personalization"] = _build(PersonalizationSettings, data.get("personalization", {}), "personalization settings")
         data["privacy"] = _build(PrivacySettings, data.get("privacy", {}), "privacy settings")
         data["central_privacy"] = _build(CentralDPSettings, data.get("central_privacy", {}), "privacy settings")
+        data["secure_aggregation"] = _build(SecureAggregationSettings, data.get("secure_aggregation", {}),
+                                            "secure_aggregation settings")  # fmt: skip
         settings = _build(cls, data, "run settings")
+        if settings.secure_aggregation.enabled:
+            settings._check_secure_aggregation()
         if settings.central_privacy.enabled:
             settings._check_central_dp()
         if settings.privacy.enabled:
@@ -270,18 +323,26 @@ class RunSettings:
         if problems:
             raise ValueError("privacy=central_dp: " + "; ".join(problems))
 
+    def _check_secure_aggregation(self) -> None:
+        problems = []
+        if self.strategy.name not in SECURE_STRATEGIES:
+            problems.append(f"strategy={self.strategy.name} needs each site's update, but SecAgg+ gives the server only "
+                            f"their sum; use one of {list(SECURE_STRATEGIES)} (every fusion head works with them)")  # fmt: skip
+        if self.central_privacy.enabled:
+            problems.append("privacy=central_dp clips each site's update at the server, which SecAgg+ hides; use "
+                            "privacy=dp (DP-SGD at the sites) with secure aggregation, or drop one of the two")  # fmt: skip
+        if self.num_sites < 2:
+            problems.append(f"SecAgg+ needs at least 2 sites per round, got num_sites={self.num_sites}")
+        if problems:
+            raise ValueError("secure_aggregation=secaggplus: " + "; ".join(problems))
+
     @classmethod
     def from_config(cls, resolved: dict[str, Any]) -> "RunSettings":
         """The run settings of a composed, resolved Hydra config (``configs/config.yaml``).
 
         ``privacy=central_dp`` fills ``central_privacy`` (sites then train without DP-SGD);
-        ``secure_aggregation=true`` is refused with the reason (see ``_SECURE_AGGREGATION_REFUSAL``).
+        ``secure_aggregation=secaggplus`` fills ``secure_aggregation``.
         """
-        secure = resolved.get("secure_aggregation", False)
-        if not isinstance(secure, bool):
-            raise ValueError(f"secure_aggregation: expected true or false, got {secure!r}")
-        if secure:
-            raise ValueError(_SECURE_AGGREGATION_REFUSAL)
         model = {k: v for k, v in dict(resolved["model"]).items() if k != "encoders"}
         model["encoders"] = {modality: dict(options) for modality, options in (resolved.get("encoder") or {}).items()}
         model["fusion"] = dict(resolved["fusion"])
@@ -305,6 +366,7 @@ class RunSettings:
                 "bootstrap": _integer(resolved, "bootstrap"),
                 "privacy": privacy,
                 "central_privacy": central_privacy,
+                "secure_aggregation": dict(resolved.get("secure_aggregation") or {}),
             }
         )
 

@@ -9,13 +9,14 @@ site's state lives across rounds as it does on a SuperNode.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import uuid4
 
 from flwr.app import Context, Error, Message, RecordDict
-from flwr.common.constant import ErrorCode
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
@@ -60,10 +61,13 @@ class InProcessGrid(Grid):
         return list(self._contexts)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        """Run each message's handler now; its reply (or its error) waits to be pulled."""
+        """Run each message's handler now, on its own copy as a transport would deliver it (a
+        mod may change what it receives, and the server may send one record to many nodes);
+        its reply (or its error) waits to be pulled."""
         ids = []
         for message in messages:
             message.metadata.__dict__["_message_id"] = str(uuid4())
+            message = copy.deepcopy(message)
             context = self._contexts.get(message.metadata.dst_node_id)
             if context is None:
                 raise ValueError(f"no node {message.metadata.dst_node_id}; nodes: {sorted(self._contexts)}")

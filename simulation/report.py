@@ -336,6 +336,8 @@ def write_report(run_dir: Path, summary: RunSummary, plots: list[Path]) -> Path:
         f"- methods: {', '.join(methods) or 'none'}" + (f" (wall time: {seconds})" if seconds else ""),
         f"- rounds: {summary.rounds}; local epochs per round: {summary.local_epochs}",
         f"- privacy: {summary.privacy}",
+        *([f"- secure aggregation: {summary.secure_aggregation} (the server saw only the sum of each round's "
+           "updates, not one site's)"] if summary.secure_aggregation != "none" else []),
         f"- headline: {metric_label(summary.headline, summary.higher_is_better)}, mean over sites",
         "", "### Partition", "", *_partition_markdown(summary), "",
     ]

@@ -177,6 +177,7 @@ class RunSummary:
     rounds: int = 0
     local_epochs: float = 0
     privacy: str = "none"
+    secure_aggregation: str = "none"
     privacy_sites: dict[str, Any] = field(default_factory=dict)
     partition: dict[str, SitePartition] = field(default_factory=dict)
     sites: list[str] = field(default_factory=list)

@@ -101,6 +101,7 @@ def score_repeat(config: SimulationConfig, run_dir: Path, table: SampleTable, ma
         name=config.name, dataset=config.dataset, description=table.description, task=task.name,
         headline=task.headline, higher_is_better=task.higher_is_better, classes=[str(c) for c in features.classes],
         rounds=config.run.rounds, local_epochs=config.run.train.epochs, privacy=config.privacy,
+        secure_aggregation=config.run.secure_aggregation.name,
         privacy_sites=run_privacy(config.run.privacy, run_dir, config.baselines, config.run.central_privacy),
         partition=_partition_summary(manifests, task.name), sites=[m.site for m in manifests],
         metrics=metrics, methods=methods, warnings=warnings_list, modalities=list(features.modalities),

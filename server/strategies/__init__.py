@@ -15,7 +15,7 @@ from flwr.app import MetricRecord
 from flwr.common.logger import log
 
 from server.central_accounting import noise_for_target
-from server.settings import CentralDPSettings, StrategySettings
+from server.settings import CentralDPSettings, SecureAggregationSettings, StrategySettings
 from server.strategies.aggregation import aggregate_modules
 from server.strategies.base import ModalityAwareStrategy
 from server.strategies.central_dp import CENTRAL_DP_STRATEGIES, CentralDPStrategy
@@ -28,6 +28,7 @@ from server.strategies.krum import ModalityAwareKrum, aggregate_krum
 from server.strategies.median import ModalityAwareMedian, aggregate_median
 from server.strategies.multikrum import ModalityAwareMultiKrum, aggregate_multikrum
 from server.strategies.registry import STRATEGIES
+from server.strategies.secure_aggregation import SecureAggregationStrategy
 from server.strategies.trimmed_mean import ModalityAwareTrimmedMean, aggregate_trimmed_mean
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "ModalityAwareMultiKrum",
     "ModalityAwareStrategy",
     "ModalityAwareTrimmedMean",
+    "SecureAggregationStrategy",
     "aggregate_krum",
     "aggregate_median",
     "aggregate_modules",
@@ -66,9 +68,12 @@ def build_strategy(
     central_privacy_file: str | Path | None = None,
     local_modules: Iterable[str] = (),
     rounds: int | None = None,
+    secure_aggregation: SecureAggregationSettings | None = None,
+    weight_scale: float | None = None,
 ) -> ModalityAwareStrategy:
     """The strategy ``settings.name`` names, with its hyper-parameters from ``settings``;
-    under ``privacy=central_dp`` wrapped in :class:`CentralDPStrategy`.
+    under ``privacy=central_dp`` wrapped in :class:`CentralDPStrategy`, under
+    ``secure_aggregation=secaggplus`` in :class:`SecureAggregationStrategy`.
 
     Args:
         settings: the checked strategy settings.
@@ -79,6 +84,8 @@ def build_strategy(
         central_privacy_file: where the server's epsilon per round is written.
         local_modules: modules the configuration keeps at the sites (never sent, never noised).
         rounds: the planned rounds; needed when ``central_privacy.target_epsilon`` sizes the noise.
+        secure_aggregation: SecAgg+ settings; ``None`` or disabled: no wrapper.
+        weight_scale: under SecAgg+, the bound on a site's sample count (the largest site's rows).
 
     Raises:
         KeyError: an unknown strategy name (the message lists the known ones).
@@ -94,6 +101,16 @@ def build_strategy(
         min_evaluate_nodes=min_nodes,
         min_available_nodes=min_nodes,
     )
+    if secure_aggregation is not None and secure_aggregation.enabled:
+        if central_privacy is not None and central_privacy.enabled:
+            raise ValueError("secure aggregation and central DP cannot run together (the server clips each update)")
+        if weight_scale is None:
+            raise ValueError("secure aggregation needs weight_scale, the bound on a site's sample count")
+        secure = secure_aggregation
+        return SecureAggregationStrategy(strategy, weight_scale=weight_scale, num_shares=secure.num_shares,
+                                         reconstruction_threshold=secure.reconstruction_threshold,
+                                         clipping_range=secure.clipping_range,
+                                         quantization_range=secure.quantization_range, timeout=secure.timeout_s)  # fmt: skip
     if central_privacy is None or not central_privacy.enabled:
         return strategy
     dp = central_privacy

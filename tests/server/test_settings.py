@@ -106,13 +106,12 @@ def test_privacy_dp_brings_its_own_step_size_and_clipping_default(overrides, lr,
     assert RunSettings.from_json(settings.to_json()) == settings
 
 
-def test_secure_aggregation_is_refused_with_the_reason_and_the_unsupported_pairs():
+def test_secure_aggregation_is_a_config_group_whose_settings_reach_the_server():
     from server.default_config import default_run_settings
 
-    with pytest.raises(ValueError) as error:
-        default_run_settings(["secure_aggregation=true"])
-    text = str(error.value)
-    for part in ("SecAgg+", "legacy", "No (strategy, fusion) pair is supported",
-                 "median, trimmed_mean, krum and multikrum", "secure_aggregation=false"):  # fmt: skip
-        assert part in text, part
-    assert not default_run_settings(["secure_aggregation=false"]).central_privacy.enabled
+    settings = default_run_settings(["secure_aggregation=secaggplus", "secure_aggregation.clipping_range=2.5"])
+    assert settings.secure_aggregation.enabled and settings.secure_aggregation.clipping_range == 2.5
+    assert RunSettings.from_json(settings.to_json()) == settings
+    assert not default_run_settings([]).secure_aggregation.enabled
+    with pytest.raises(ValueError, match="secure_aggregation.*secaggplus"):
+        default_run_settings(["secure_aggregation=true"])  # the old boolean: Hydra lists the options

@@ -155,3 +155,18 @@ def test_eicu_time_series_through_flower(tmp_path):
     summary = _check_outputs_partial(run_dir, result)
     assert summary["modalities"] == ["tabular", "series"]
     assert summary["methods"]["pooled"]["pooled_test"]["auroc"] > 0.5
+
+
+def test_secure_aggregation_through_flower(tmp_path):
+    sites = tmp_path / "hospital_sites"
+    write_image_sites(sites, sites={"north": 160, "south": 150, "east": 150}, missing_image_every=6)
+    run_dir = tmp_path / "run"
+    result = _simulate(run_dir, "data=manifests", f"data.dir={sites}", "rounds=3", "train.batch_size=16", "bootstrap=50",
+                       "baselines=[]", "personalization=none", "secure_aggregation=secaggplus")  # fmt: skip
+    summary = _check_outputs_partial(run_dir, result)
+    federated = summary["methods"]["federated"]
+    assert federated["site_mean_n"]["auroc"] >= 2 and federated["site_mean"]["auroc"] > 0.75  # brightness: the label
+    log = (run_dir / "logs" / "flwr_run.log").read_text()
+    assert log.count("Secure aggregation completed") == 3, "each round's training went through SecAgg+"
+    assert summary["secure_aggregation"] == "secaggplus"
+    assert "secure aggregation: secaggplus" in (run_dir / "report.md").read_text()
