@@ -62,6 +62,19 @@ class ModalityAwareStrategy(FedAvg):
         self.reject_nonfinite = reject_nonfinite
         self._global: dict[str, np.ndarray] = {}
 
+    @staticmethod
+    def wrapped_kwargs(inner: "ModalityAwareStrategy") -> dict[str, Any]:
+        """The constructor arguments a wrapper (central DP, SecAgg+) takes over from the rule
+        it wraps: its metric callback, reply checks, sampling and record keys."""
+        return {
+            "on_site_metrics": inner.on_site_metrics, "reject_nonfinite": inner.reject_nonfinite,
+            "fraction_train": inner.fraction_train, "fraction_evaluate": inner.fraction_evaluate,
+            "min_train_nodes": inner.min_train_nodes, "min_evaluate_nodes": inner.min_evaluate_nodes,
+            "min_available_nodes": inner.min_available_nodes, "weighted_by_key": inner.weighted_by_key,
+            "arrayrecord_key": inner.arrayrecord_key, "configrecord_key": inner.configrecord_key,
+            "train_metrics_aggr_fn": inner.train_metrics_aggr_fn, "evaluate_metrics_aggr_fn": inner.evaluate_metrics_aggr_fn,
+        }  # fmt: skip
+
     @classmethod
     def settings_kwargs(cls, settings: StrategySettings) -> dict[str, Any]:
         """The constructor arguments this strategy takes from ``settings``; a field left

@@ -287,14 +287,7 @@ class CentralDPStrategy(ModalityAwareStrategy):
         if not noise_multiplier >= 0 or not clipping_norm > 0 or not expected_sites > 0:
             raise ValueError(f"need noise_multiplier >= 0, clipping_norm > 0 and expected_sites > 0; got "
                              f"{noise_multiplier!r}, {clipping_norm!r}, {expected_sites!r}")  # fmt: skip
-        super().__init__(
-            on_site_metrics=inner.on_site_metrics, reject_nonfinite=inner.reject_nonfinite,
-            fraction_train=inner.fraction_train, fraction_evaluate=inner.fraction_evaluate,
-            min_train_nodes=inner.min_train_nodes, min_evaluate_nodes=inner.min_evaluate_nodes,
-            min_available_nodes=inner.min_available_nodes, weighted_by_key=inner.weighted_by_key,
-            arrayrecord_key=inner.arrayrecord_key, configrecord_key=inner.configrecord_key,
-            train_metrics_aggr_fn=inner.train_metrics_aggr_fn, evaluate_metrics_aggr_fn=inner.evaluate_metrics_aggr_fn,
-        )  # fmt: skip
+        super().__init__(**self.wrapped_kwargs(inner))
         if not 0 < self.fraction_train <= 1:
             raise ValueError(f"central DP samples sites at rate strategy.fraction_train, which must be in (0, 1]; got "
                              f"{self.fraction_train!r}")  # fmt: skip

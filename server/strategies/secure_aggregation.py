@@ -178,14 +178,7 @@ class SecureAggregationStrategy(ModalityAwareStrategy):
                              f"{type(inner).__name__} needs each site's update")  # fmt: skip
         if not weight_scale > 0:
             raise ValueError(f"secure aggregation: weight_scale must be > 0, got {weight_scale!r}")
-        super().__init__(
-            on_site_metrics=inner.on_site_metrics, reject_nonfinite=inner.reject_nonfinite,
-            fraction_train=inner.fraction_train, fraction_evaluate=inner.fraction_evaluate,
-            min_train_nodes=inner.min_train_nodes, min_evaluate_nodes=inner.min_evaluate_nodes,
-            min_available_nodes=inner.min_available_nodes, weighted_by_key=inner.weighted_by_key,
-            arrayrecord_key=inner.arrayrecord_key, configrecord_key=inner.configrecord_key,
-            train_metrics_aggr_fn=inner.train_metrics_aggr_fn, evaluate_metrics_aggr_fn=inner.evaluate_metrics_aggr_fn,
-        )  # fmt: skip
+        super().__init__(**self.wrapped_kwargs(inner))
         self.inner = inner
         self.weight_scale = float(weight_scale)
         self.num_shares = num_shares
