@@ -123,7 +123,7 @@ def secure_round(
     """Run one SecAgg+ training round over ``messages`` (one per sampled site, each with the
     arrays and config of a train message); returns every site's ``FitRes`` (its figures, and
     the unmasked mean as parameters) and the failures, or ``None`` when the protocol halted
-    (too few sites answered a stage; Flower logs which).
+    (fewer than 2 sites sampled, or too few answered a stage; Flower logs which).
 
     ``workflow``: ``SecAggPlusWorkflow``'s arguments (``num_shares``, ``reconstruction_threshold``,
     ``clipping_range``, ``quantization_range``, ``modulus_range``, ``timeout``).
@@ -217,7 +217,8 @@ class SecureAggregationStrategy(ModalityAwareStrategy):
                                clipping_range=self.clipping_range, quantization_range=self.quantization_range,
                                modulus_range=self.modulus_range, timeout=self.timeout)  # fmt: skip
         if outcome is None:
-            log(WARNING, "round %s: SecAgg+ halted (too few sites answered a stage); the global model stays", server_round)
+            log(WARNING, "round %s: SecAgg+ halted (Flower's error above: fewer than 2 sites sampled, or fewer than the "
+                "reconstruction threshold answered a stage); the global model stays", server_round)  # fmt: skip
             return None, None
         results, failures = outcome
         if failures:
