@@ -8,8 +8,11 @@ compose the two configs (with and without the value overrides) and call them.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 __all__ = ["group_overrides", "value_problems", "NULLABLE"]
 
@@ -58,6 +61,16 @@ def _free_form(path: str) -> bool:
     return any(part.endswith("params") for part in path.split("."))
 
 
+_SELECT = re.compile(r"^\$\{oc\.select:[^,}]+,(?P<fallback>[^}]*)\}$")
+
+
+def _fallback(default: Any) -> Any:
+    """The kind-bearing default of ``${oc.select:key,fallback}`` (``train.lr``, whose default
+    a privacy or data option may set): its fallback, read as YAML; any other value as is."""
+    match = _SELECT.match(default) if isinstance(default, str) else None
+    return yaml.safe_load(match["fallback"]) if match else default
+
+
 def value_problems(resolved: dict[str, Any], defaults: dict[str, Any], prefix: str = "") -> list[str]:
     """Every value of ``resolved`` whose kind differs from ``defaults`` (the same config
     without value overrides), and every key ``defaults`` lacks, as ``key: expected ..., got ...``.
@@ -78,7 +91,7 @@ def value_problems(resolved: dict[str, Any], defaults: dict[str, Any], prefix: s
                 known = ", ".join(sorted(str(k) for k in defaults)) or "none"
                 problems.append(f"{path}: no such key (keys here: {known})")
             continue
-        default = defaults[key]
+        default = _fallback(defaults[key])
         if default is None:
             kinds = NULLABLE.get(path)
             if kinds and value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from server.config_check import group_overrides, value_problems
@@ -64,3 +66,25 @@ def test_the_server_app_reads_overrides_and_counts_the_sites(tmp_path):
         settings_from_run_config({"overrides": "rounds=many"})
     with pytest.raises(ValueError, match="no manifests"):
         settings_from_run_config({"sites-dir": str(tmp_path / "empty")})
+
+
+@pytest.mark.parametrize("override, problem", [
+    ("train.lr=abc", "train.lr: expected a number (the default is 0.001), got 'abc'"),
+    ("train.batch_size=abc", "train.batch_size: expected an integer (the default is 64), got 'abc'"),
+])  # fmt: skip
+def test_a_key_whose_default_another_option_may_set_still_has_its_kind_checked(override, problem):
+    from server.default_config import default_run_settings
+
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        default_run_settings([override])
+
+
+@pytest.mark.parametrize("overrides, batch_size", [
+    ([], 64),
+    (["data=tcga_brca"], 256),  # the measured survival default: configs/data/tcga_brca.yaml
+    (["data=tcga_brca", "train.batch_size=32"], 32),  # an explicit train.batch_size wins
+])  # fmt: skip
+def test_a_data_set_may_bring_its_own_batch_size_default(overrides, batch_size):
+    from server.default_config import default_run_settings
+
+    assert default_run_settings(overrides).train.batch_size == batch_size
