@@ -141,8 +141,9 @@ def variants(args: argparse.Namespace) -> list[Variant]:
 
 def compose_config(variant: Variant, args: argparse.Namespace, seed: int) -> SimulationConfig:
     """The simulation config of one variant and seed, composed as ``fedfusion simulate`` would."""
-    overrides = [*variant.overrides, f"rounds={args.rounds}", f"train.epochs={args.epochs}", f"seed={seed}",
-                 f"max_samples={args.max_samples}", *args.override]  # fmt: skip
+    # The heads are compared on the federated (global) model: no site fine-tunes its own.
+    overrides = [*variant.overrides, "personalization=none", f"rounds={args.rounds}", f"train.epochs={args.epochs}",
+                 f"seed={seed}", f"max_samples={args.max_samples}", *args.override]  # fmt: skip
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return SimulationConfig.from_cfg(compose(config_name="config", overrides=overrides))
 
@@ -206,7 +207,7 @@ def _trainable(model: MultimodalModel) -> int:
 def train_federated(settings: RunSettings, sites: Sites, run_dir: Path) -> tuple[list, dict[str, float], MultimodalModel]:
     """The ServerApp's ``main`` over an in-process grid of the sites' ClientApps.
 
-    Returns what the sites reported in the final evaluation round, ``{"steps", "train_s"}``
+    Returns what the sites reported for the global model in the final evaluation round, ``{"steps", "train_s"}``
     (optimisation steps over all sites, read from their replies, and the wall time of the
     whole federation), and the final global model the ServerApp checkpointed.
     """
@@ -218,6 +219,8 @@ def train_federated(settings: RunSettings, sites: Sites, run_dir: Path) -> tuple
     evaluations, failures = read_site_evaluations(run_dir / "federated" / SITE_EVALUATION_FILE)
     if failures:
         raise RuntimeError(f"sites failed the final evaluation: {failures}")
+    # a site reports its personalised model too when personalisation is on: keep the global one
+    evaluations = [e for e in evaluations if e.model == "global"]
     steps = sum(float(entry.get("train-steps", 0.0)) for entry in map(json.loads, (run_dir / "federated" / "site_metrics.jsonl")
                                                                          .read_text().splitlines()) if entry["kind"] == "train")  # fmt: skip
     checkpoint = load_checkpoint(run_dir / "federated" / "global.pt")

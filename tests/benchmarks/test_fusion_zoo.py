@@ -80,3 +80,18 @@ def test_an_early_fusion_head_is_refused_where_its_conditioned_encoder_has_no_mo
         _check_applies(film, ["tabular", "omics"])
     assert fusion_config("single", "omics")["modality"] == "omics"
     assert fusion_config("concat", None)["name"] == "concat"
+
+
+def test_the_federated_arm_reports_the_global_model_even_where_sites_personalise(tmp_path):
+    """Sites that fine-tune report a second, personalised model; the zoo compares heads on the
+    federated (global) model, so turning fine-tuning on must not change its figures."""
+    common = ["--quick", "--datasets", "synthetic", "--heads", "concat", "--missing", "0", "--max-samples", "400",
+              "--override", "num_sites=2"]  # fmt: skip
+    figures = []
+    for extra in ([], ["--override", "personalization=finetune", "--override", "personalization.min_train_positives=0"]):
+        out = tmp_path / f"zoo{len(figures)}"
+        main([*common, *extra, "--out", str(out)])
+        (entry,) = json.loads((out / "results.json").read_text())["datasets"].values()
+        figures.append({s: r["auroc"] for run in entry["runs"] if run["method"] == "federated"
+                        for s, r in run["per_site"].items()})  # fmt: skip
+    assert figures[0] == figures[1]
