@@ -34,6 +34,7 @@ from client.messages import RoundConfig
 from client.personalization import personal_model, personal_round
 from client.privacy import BudgetExceeded, SitePrivacy, ledger_root
 from client.round import round_seed
+from client.secure_aggregation import is_secure
 from client.secure_update import encode_update
 from client.site_evaluation import evaluate_at_site
 from client.site_query import read_site_manifest, site_manifest_path, site_record
@@ -113,8 +114,11 @@ def train(msg: Message, context: Context) -> Message:
     ``STATUS`` record and the epsilon spent, and no arrays. Under secure aggregation the
     reply is :func:`_secure_reply` instead.
     """
-    site = _unpack(msg, context)
     secure = keys.SECURE_SCALE in msg.content[keys.CONFIG]
+    if secure and not is_secure(msg):
+        raise ValueError("the train config asks for a secure-aggregation reply, but the message did not come "
+                         "through SecAgg+'s masking stage; refusing to send the update unmasked")  # fmt: skip
+    site = _unpack(msg, context)
     start = {k: v.detach().clone() for k, v in site.model.state_dict().items()} if secure else {}
     try:
         result = personal_round(site.model, site.dataset("train"), site.task, site.config.train,

@@ -154,3 +154,18 @@ def test_dp_sites_under_secure_aggregation_keep_their_ledger_and_a_declined_roun
     for site in ("north", "south", "east"):
         releases = [json.loads(line) for line in (run_dir / "privacy" / site / "ledger.jsonl").read_text().splitlines()]
         assert [r["round"] for r in releases if r.get("round") is not None] == [1]
+
+
+def test_a_site_refuses_to_send_a_secure_reply_outside_secagg(sites, monkeypatch):
+    """A train message that asks for the secure layout but skips SecAgg+'s masking stage."""
+    from flwr.app import ConfigRecord, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from client.messages import CONFIG, SECURE_SCALE
+    from simulation.inprocess_grid import InProcessGrid
+
+    for name in ("_task_id", "_run_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1 if name != "_node_id" else 0)
+    grid = InProcessGrid(client_app, {1: {"manifest": str(sites[0])}}, {})
+    (reply,) = grid.send_and_receive([Message(RecordDict({CONFIG: ConfigRecord({SECURE_SCALE: 10.0})}), 1, "train")])
+    assert reply.has_error() and "refusing to send the update unmasked" in reply.error.reason
