@@ -25,6 +25,7 @@ import time
 import traceback
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from hydra import compose, initialize_config_dir
 from rich.console import Console
 
 from benchmarks.fusion_zoo_report import FEDERATED_LABEL, print_table, to_markdown
+from benchmarks.provenance import git_commit, uncommitted_changes
 from client.app import app as client_app
 from client.atomic_io import atomic_write_text
 from client.data import SiteDataset, default_cache_dir, load_site_dataset
@@ -361,6 +363,8 @@ def main(argv: list[str] | None = None, console: Console | None = None) -> dict:
                   python=platform.python_version(), heads_registered=FUSIONS.names())  # fmt: skip
     results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "benchmark": "fusion_zoo",
                                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                               "git_commit": git_commit(), "uncommitted_changes": uncommitted_changes(),
+                               "versions": {pkg: version(pkg) for pkg in ("torch", "flwr", "monai", "opacus")},
                                "federated": FEDERATED_LABEL, "config": config, "datasets": {},
                                "skipped_datasets": []}  # fmt: skip
     for variant in variants(args):

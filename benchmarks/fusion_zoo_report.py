@@ -28,11 +28,13 @@ def table_rows(results: dict) -> list[list[str]]:
     for key, entry in results["datasets"].items():
         h = entry["headline"]
         for r in entry["summary"]:
-            delta = "—" if not np.isfinite(r["delta_mean"]) else f"{r['delta_mean']:+.3f}"
-            delta += f" ± {r['delta_std']:.3f}" if np.isfinite(r["delta_std"]) else ""
+            # results.json stores an undefined figure as null: read it back as nan
+            mean, std = (float("nan") if r[k] is None else r[k] for k in ("delta_mean", "delta_std"))
+            delta = "—" if not np.isfinite(mean) else f"{mean:+.3f}"
+            delta += f" ± {std:.3f}" if np.isfinite(std) else ""
             out.append([key, r["head"], r["method"], _fmt(r[f"{h}_mean"], r[f"{h}_std"]), delta,
-                        _fmt(r[f"pooled_test_{h}_mean"]), _fmt(r.get("balanced_accuracy_mean", float("nan"))),
-                        _fmt(r.get("ece_mean", float("nan"))), f"{r['params']:,}", _fmt(1000 * r["step_time_s"], digits=1),
+                        _fmt(r[f"pooled_test_{h}_mean"]), _fmt(r.get("balanced_accuracy_mean")),
+                        _fmt(r.get("ece_mean")), f"{r['params']:,}", _fmt(1000 * r["step_time_s"], digits=1),
                         _fmt(r["wall_s"], digits=1), str(r["seeds"])])  # fmt: skip
     return out
 
@@ -54,9 +56,10 @@ def to_markdown(results: dict) -> str:
              (f"Budget: {c['rounds']} rounds x {c['epochs']} local epochs (pooled: the same sample passes), "
              f"max {c['max_samples']} samples, seeds {c['seeds']}, {c['bootstrap']} bootstrap resamples. "
              f"`federated` = {FEDERATED_LABEL}. Headline = AUROC (classification) or c-index (survival), "
-             "the mean over sites of each site's test split, mean ± std over seeds; Δ = paired per-seed "
+             "the mean over the readable sites (the README's rule) of each site's test split, mean ± std over seeds; Δ = paired per-seed "
              "difference to the best single-modality head of the same method. Step time is noisy "
-             "(shared CPU)."), "", f"Command: `{c['command']}`", "",
+             "(shared CPU)."), "", f"Command: `{c['command']}`" + (f" at {results['git_commit'][:10]}" if results.get(
+                 "git_commit") else ""), "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]  # fmt: skip
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
     for key, entry in results["datasets"].items():
