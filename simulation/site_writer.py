@@ -12,9 +12,9 @@ import pandas as pd
 
 from client.atomic_io import atomic_open
 from client.schema import CANONICAL_NAMES, FILE_ROLES, SINGLE_ROLES, SPLITS, Schema
+from client.splits import site_seed, split_site
 from simulation.datasets.base import SampleTable
 from simulation.partitioners.base import Partition
-from client.splits import site_seed, split_site
 
 __all__ = ["assign_splits", "write_sites", "site_columns"]
 
