@@ -43,6 +43,8 @@ RECIPES: dict[str, list[str]] = {
     "logit_adjust+finetune3": ["train.label_skew=logit_adjust", "personalization=finetune", "personalization.epochs=3"],
     "default": [],
     "default+finetune6": ["personalization.epochs=6"],
+    # as many local passes as the local-only baseline makes (40 rounds x 0.25 epochs)
+    "default+finetune10": ["personalization.epochs=10"],
     "default+fedavgm": ["strategy=fedavgm"],
     "default+fedadam": ["strategy=fedadam"],
     "default+fedprox": ["strategy=fedprox"],
