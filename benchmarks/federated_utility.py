@@ -63,8 +63,11 @@ RECIPES: dict[str, list[str]] = {
     # C 1 with 4x larger Poisson batches (fewer, less noisy steps) and a larger step size
     "default+dp_eps5_batch256": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=1.0",
                                  "train.batch_size=256", "train.lr=0.003"],
-    # the non-private run of the clip0.1 recipes' step size: their reference
-    "default+lr0.003": ["train.lr=0.003"],
+    # the non-private run of the clip0.1 recipes' step size: their reference. It fine-tunes for
+    # privacy=dp's 3 passes (personalization.epochs' default before 2026-12-05), so that only DP differs
+    "default+lr0.003": ["train.lr=0.003", "personalization.epochs=3"],
+    # the default until 2026-12-05 (the reference of results before then named "default")
+    "default+finetune3": ["personalization.epochs=3"],
     # a smaller clipping bound with a larger step size (the noise std is sigma * C)
     "default+dp_eps5_clip0.1": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.1", "train.lr=0.003"],
     "default+dp_eps5_clip0.1_lr0.001": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.1",

@@ -348,7 +348,9 @@ class RunSettings:
         model["fusion"] = dict(resolved["fusion"])
         personalization = dict(resolved.get("personalization") or {})
         privacy = dict(resolved.get("privacy") or {})
-        privacy.pop("lr", None)  # only the default of train.lr under this privacy mode (configs/config.yaml reads it)
+        # defaults of train.lr and personalization.epochs under this privacy mode (the configs read them)
+        for key in ("lr", "finetune_epochs"):
+            privacy.pop(key, None)
         central_privacy: dict[str, Any] = {}
         if privacy.get("name") == CENTRAL_DP:
             central_privacy, privacy = privacy, {}

@@ -8,8 +8,8 @@ the Hydra sweep folder) and writes ``sweep.csv``, ``sweep.md`` and ``plots/`` th
 
 - ``privacy.target_epsilon=inf`` is **no DP**: that job runs with ``privacy=none`` (its other
   ``privacy.*`` overrides dropped), since DP-SGD at epsilon infinity is plain SGD and
-  ``privacy=dp`` refuses an infinite target. It keeps the DP jobs' ``train.lr`` (``privacy=dp``
-  brings its own default), so only the mechanism changes. The table says so in its
+  ``privacy=dp`` refuses an infinite target. It keeps the DP jobs' ``train.lr`` and
+  ``personalization.epochs`` (``privacy=dp`` brings its own defaults), so only the mechanism changes. The table says so in its
   ``privacy`` column.
 - Sweeping ``privacy.*`` keys without ``privacy=`` adds ``privacy=dp``; without ``attack=``
   the sweep adds ``attack=loss`` (a sweep measures leakage; ``attack=none`` opts out).
@@ -63,16 +63,28 @@ def prepare_overrides(args: list[str]) -> tuple[list[str], list[str]]:
     return out, notes
 
 
-def job_overrides(overrides: list[str], target_epsilon: Any, lr: float | None = None) -> list[str]:
+def job_overrides(overrides: list[str], target_epsilon: Any, keep: dict[str, Any] | None = None) -> list[str]:
     """One job's overrides; a job at ``privacy.target_epsilon=inf`` becomes ``privacy=none``
-    at ``train.lr=lr``, the step size the DP jobs train with (``privacy=dp`` sets its own
-    default), so that along the sweep only the privacy mechanism changes."""
+    with each ``keep`` key at its value: what the DP jobs train with where ``privacy=dp`` sets
+    its own default (``train.lr``, ``personalization.epochs``), so that along the sweep only
+    the privacy mechanism changes."""
     if not (isinstance(target_epsilon, (int, float)) and math.isinf(target_epsilon) and target_epsilon > 0):
         return list(overrides)
     kept = [o for o in overrides if _key(o) != "privacy" and not _key(o).startswith("privacy.")]
-    if lr is not None:
-        kept = [o for o in kept if _key(o) != "train.lr"] + [f"train.lr={lr!r}"]
+    for key, value in (keep or {}).items():
+        kept = [o for o in kept if _key(o) != key] + [f"{key}={value!r}"]
     return [*kept, "privacy=none"]
+
+
+def _dp_defaults(cfg: DictConfig) -> dict[str, Any]:
+    """The values ``privacy=dp`` gives its own defaults to, as this job resolved them."""
+    from omegaconf import OmegaConf
+
+    keep = {"train.lr": cfg.train.lr}
+    epochs = OmegaConf.select(cfg, "personalization.epochs")
+    if epochs is not None and cfg.personalization.name == "finetune":
+        keep["personalization.epochs"] = epochs
+    return keep
 
 
 @dataclass(frozen=True)
@@ -343,11 +355,13 @@ def main(argv: list[str]) -> int:
         sweep_dirs.append(Path(hydra_cfg.sweep.dir))
         run_dir = Path(hydra_cfg.runtime.output_dir)
         try:
+            keep = _dp_defaults(cfg)
             mine = job_overrides(list(hydra_cfg.overrides.task), OmegaConf.select(cfg, "privacy.target_epsilon"),
-                                 lr=cfg.train.lr)  # fmt: skip
+                                 keep=keep)  # fmt: skip
             if mine != list(hydra_cfg.overrides.task):
+                kept = ", ".join(f"{k}={v:g}" for k, v in keep.items())
                 console.print(f"[bold]sweep[/]: job {hydra_cfg.job.num}: epsilon inf runs privacy=none at "
-                              f"train.lr={cfg.train.lr:g}, the DP jobs' step size")  # fmt: skip
+                              f"{kept}, as the DP jobs train")  # fmt: skip
                 cfg = compose(config_name="config", overrides=mine)
             simulate(SimulationConfig.from_cfg(cfg, overrides=mine), run_dir, console)
         except _INPUT_ERRORS as error:  # one bad combination does not stop the others

@@ -115,3 +115,18 @@ def test_secure_aggregation_is_a_config_group_whose_settings_reach_the_server():
     assert not default_run_settings([]).secure_aggregation.enabled
     with pytest.raises(ValueError, match="secure_aggregation.*secaggplus"):
         default_run_settings(["secure_aggregation=true"])  # the old boolean: Hydra lists the options
+
+
+@pytest.mark.parametrize("overrides, epochs", [
+    ([], 10.0),  # the measured default: benchmarks/results/federated_utility_finetune10
+    (["privacy=dp"], 3.0),  # under DP-SGD the passes are in the noise plan: the DP figures' 3
+    (["privacy=dp", "personalization.epochs=5"], 5.0),  # an explicit value wins
+    (["privacy=dp", "privacy.finetune_epochs=4"], 4.0),
+    (["privacy=central_dp"], 10.0),
+])  # fmt: skip
+def test_privacy_dp_brings_its_own_fine_tuning_passes(overrides, epochs):
+    from server.default_config import default_run_settings
+
+    settings = default_run_settings(overrides)
+    assert settings.personalization.name == "finetune" and settings.personalization.epochs == epochs
+    assert RunSettings.from_json(settings.to_json()) == settings

@@ -42,9 +42,14 @@ def test_epsilon_inf_runs_without_dp_and_a_finite_epsilon_with_it():
     # privacy=dp brings its own train.lr default; the job without DP keeps it, so only the mechanism changes
     dp_lr = _compose(["privacy=dp", "privacy.target_epsilon=5"]).run.train.lr
     assert dp_lr != _compose([]).run.train.lr
-    mapped = job_overrides([*job, "train.lr=0.5"], math.inf, lr=dp_lr)
+    mapped = job_overrides([*job, "train.lr=0.5"], math.inf, keep={"train.lr": dp_lr})
     assert mapped == ["fusion=gmu", "attack=loss", f"train.lr={dp_lr!r}", "privacy=none"]
     assert _compose(mapped).run.train.lr == dp_lr
+    # and its fine-tuning passes (in the DP noise plan, so privacy=dp's default is fewer)
+    dp_epochs = _compose(["privacy=dp"]).run.personalization.epochs
+    assert dp_epochs != _compose([]).run.personalization.epochs
+    mapped = job_overrides(job, math.inf, keep={"train.lr": dp_lr, "personalization.epochs": dp_epochs})
+    assert _compose(mapped).run.personalization.epochs == dp_epochs and _compose(mapped).run.train.lr == dp_lr
     finite = ["privacy=dp", "privacy.target_epsilon=5", "fusion=gmu"]
     assert job_overrides(finite, 5) == finite
     assert _compose(finite).run.privacy.target_epsilon == 5
