@@ -103,7 +103,8 @@ class ModalityAwareStrategy(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         valid, _ = self._check_and_log_replies(replies, is_train=True, validate=False)
-        valid = [m for m in valid if self._usable(server_round, m)]
+        # in site order, not arrival order: float sums depend on the order, and arrival varies between runs
+        valid = sorted((m for m in valid if self._usable(server_round, m)), key=_site)
         if not valid and not self.release_without_replies:
             return None, None
         for message in valid:

@@ -54,3 +54,16 @@ def test_replies_with_unknown_keys_are_ignored():
     good = reply("good", {FUSION: f32(4, 4)}, {"num-examples": 5})
     assert run_round(ModalityAwareFedAvg(), GLOBAL, [odd]) is None
     np.testing.assert_allclose(run_round(ModalityAwareFedAvg(), GLOBAL, [odd, good])[FUSION], [4, 4])
+
+
+def test_the_average_does_not_depend_on_the_order_replies_arrive_in():
+    """Float sums depend on their order; replies arrive in an order that varies between runs,
+    so the strategy aggregates in site order and a rerun gives the same bits."""
+    big = 1e17  # (big + 1) - big is 0 in float64, big - big + 1 is 1
+    sites = [("alpha", {FUSION: f32(big, 0.0)}, {"num-examples": 10}),
+             ("beta", {FUSION: f32(1.0, 0.0)}, {"num-examples": 10}),
+             ("gamma", {FUSION: f32(-big, 0.0)}, {"num-examples": 10})]  # fmt: skip
+    orders = [[0, 1, 2], [0, 2, 1], [2, 1, 0], [1, 0, 2]]
+    merged = [run_round(ModalityAwareFedAvg(), GLOBAL, [reply(*sites[i]) for i in order])[FUSION] for order in orders]
+    for other in merged[1:]:
+        np.testing.assert_array_equal(other, merged[0])
