@@ -9,8 +9,8 @@ the Hydra sweep folder) and writes ``sweep.csv``, ``sweep.md`` and ``plots/`` th
 - ``privacy.target_epsilon=inf`` is **no DP**: that job runs with ``privacy=none`` (its other
   ``privacy.*`` overrides dropped), since DP-SGD at epsilon infinity is plain SGD and
   ``privacy=dp`` refuses an infinite target. It keeps the DP jobs' ``train.lr`` and
-  ``personalization.epochs`` (``privacy=dp`` brings its own defaults), so only the mechanism changes. The table says so in its
-  ``privacy`` column.
+  ``personalization.epochs`` (``privacy=dp`` brings its own defaults), so only the mechanism
+  changes. The table says so in its ``privacy`` column.
 - Sweeping ``privacy.*`` keys without ``privacy=`` adds ``privacy=dp``; without ``attack=``
   the sweep adds ``attack=loss`` (a sweep measures leakage; ``attack=none`` opts out).
 - A job that fails is a row marked failed (its folder keeps ``FAILED.txt``); the others go on.
@@ -76,8 +76,8 @@ def job_overrides(overrides: list[str], target_epsilon: Any, keep: dict[str, Any
     return [*kept, "privacy=none"]
 
 
-def _dp_defaults(cfg: DictConfig) -> dict[str, Any]:
-    """The values ``privacy=dp`` gives its own defaults to, as this job resolved them."""
+def _dp_defaults(cfg: Any) -> dict[str, Any]:
+    """The values ``privacy=dp`` gives its own defaults to, as this job's ``DictConfig`` resolved them."""
     from omegaconf import OmegaConf
 
     keep = {"train.lr": cfg.train.lr}
