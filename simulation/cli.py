@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -108,8 +109,19 @@ def _exit_if_overrides_do_not_compose(args: list[str]) -> None:
         sys.exit(2)
 
 
+def _exit_on_sigterm() -> None:
+    """End on SIGTERM (``kill``, a job scheduler) as on Ctrl-C, through every ``finally``: the
+    SuperLink, the Ray head and ``flwr run`` are then stopped by their pids, not left running."""
+
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
 def main() -> None:
     """Entry point of the ``fedfusion`` console script."""
+    _exit_on_sigterm()
     args = sys.argv[1:]
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE)

@@ -1,5 +1,6 @@
 """Run the ServerApp and ClientApps on Flower's simulation engine, as separate processes:
-a SuperLink in simulation mode that this process owns, and ``flwr run`` against it.
+a Ray head node and a SuperLink in simulation mode that this process owns, and ``flwr run``
+against them.
 
 Every process started here is stopped by its pid (its whole process group), also when the
 run fails or is interrupted, and Flower's state lives in a temporary FLWR_HOME.
@@ -43,8 +44,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def flower_environment(flwr_home: Path) -> dict[str, str]:
-    """Environment for Flower processes: private FLWR_HOME, no telemetry, no runtime installs."""
+def flower_environment(flwr_home: Path, *, ray_address: str | None = None) -> dict[str, str]:
+    """Environment for Flower processes: private FLWR_HOME, no telemetry, no runtime installs;
+    with ``ray_address``, the simulation engine joins that Ray cluster instead of starting one."""
     env = os.environ.copy()
     env.update(
         {
@@ -60,6 +62,8 @@ def flower_environment(flwr_home: Path) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if ray_address is not None:
+        env["RAY_ADDRESS"] = ray_address  # ray.init() without an address reads it
     # Flower starts its helpers (flower-superexec, flwr-serverapp) by name: find this venv's.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
@@ -143,16 +147,62 @@ def stop_pid(pid: int, *, grace_s: float = 10.0) -> list[int]:
     return [pid, *family]
 
 
-def _wait_until_listening(port: int, process: subprocess.Popen, log_file: Path) -> None:
+def _wait_until_listening(port: int, process: subprocess.Popen, log_file: Path, *, what: str = "the SuperLink") -> None:
     deadline = time.monotonic() + _STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise FederationError(f"the SuperLink exited with code {process.returncode}; see {log_file}")
+            raise FederationError(f"{what} exited with code {process.returncode}; see {log_file}")
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
-        time.sleep(0.3)
-    raise FederationError(f"the SuperLink did not listen on 127.0.0.1:{port} within {_STARTUP_TIMEOUT_S:.0f} s; see {log_file}")
+        time.sleep(0.1)
+    raise FederationError(f"{what} did not listen on 127.0.0.1:{port} within {_STARTUP_TIMEOUT_S:.0f} s; see {log_file}")
+
+
+class _RayHead:
+    """A one-node Ray cluster for the simulation engine, started at construction.
+
+    Flower's engine would start Ray itself (six processes, 3-4 s on 2 cores) only after the
+    SuperLink, ``flwr run`` and its own imports, and stop it again at the end (about 4 s).
+    Started here beside the SuperLink, Ray comes up while the sites are prepared; the engine
+    joins it through ``RAY_ADDRESS`` and, at the end, only disconnects.
+    """
+
+    def __init__(self, flwr_home: Path, log_file: Path) -> None:
+        self.port, self.log_file = free_port(), log_file
+        # Ray's own temp folder, short: its Unix socket paths must stay under 108 bytes.
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="fedfusion-ray-"))
+        command = [
+            _bin("ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
+            # as many cores as client_cpus() shares out among the ClientApp actors
+            "--num-cpus", str(os.cpu_count() or 1),
+            # Ray's client server is not used, but `ray start` always runs one: a free port, not 10001
+            "--include-dashboard", "false", "--ray-client-server-port", str(free_port()), "--disable-usage-stats",
+            "--temp-dir", str(self.temp_dir),
+        ]  # fmt: skip
+        with log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, env=flower_environment(flwr_home), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+
+    @property
+    def address(self) -> str:
+        """The cluster's GCS address, for ``RAY_ADDRESS``."""
+        return f"127.0.0.1:{self.port}"
+
+    def wait_listening(self) -> None:
+        """Wait until the head's GCS listens (the first of its processes, well before the rest
+        are up; the engine's ``ray.init`` waits for those). Raises :class:`FederationError` if
+        the head exits first, since the engine would then wait for it forever."""
+        _wait_until_listening(self.port, self.process, self.log_file, what="the Ray head node")
+
+    def stop(self) -> None:
+        """Stop the head and every Ray process under it, by pid; remove its temp folder."""
+        try:
+            stop_process_group(self.process)
+        finally:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 class _SimulationSuperLink:
@@ -162,7 +212,7 @@ class _SimulationSuperLink:
 
     name = "fedfusion-local"
 
-    def __init__(self, flwr_home: Path, log_file: Path) -> None:
+    def __init__(self, flwr_home: Path, log_file: Path, *, ray_address: str | None = None) -> None:
         self.port, control_port = free_port(), free_port()
         self.log_file = log_file
         command = [
@@ -175,8 +225,8 @@ class _SimulationSuperLink:
         (flwr_home / "config.toml").write_text(tomli_w.dumps(config))
         with log_file.open("ab") as log:
             self.process = subprocess.Popen(
-                command, env=flower_environment(flwr_home), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                command, env=flower_environment(flwr_home, ray_address=ray_address), stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
 
     def connection(self) -> str:
@@ -212,11 +262,11 @@ def client_cpus(num_sites: int, *, rounds: int | None = None, cpu_count: int | N
 
 
 class FederationEngine:
-    """Flower's simulation engine for one run folder: a SuperLink started when the engine is
-    (see :func:`federation_engine`), and :meth:`run`, which submits the app to it."""
+    """Flower's simulation engine for one run folder: a Ray head and a SuperLink started when
+    the engine is (see :func:`federation_engine`), and :meth:`run`, which submits the app."""
 
-    def __init__(self, run_dir: Path, flwr_home: Path, superlink: _SimulationSuperLink) -> None:
-        self.run_dir, self.flwr_home, self.superlink = run_dir, flwr_home, superlink
+    def __init__(self, run_dir: Path, flwr_home: Path, superlink: _SimulationSuperLink, ray_head: _RayHead) -> None:
+        self.run_dir, self.flwr_home, self.superlink, self.ray_head = run_dir, flwr_home, superlink, ray_head
         self.submitted = False
 
     def run(
@@ -244,6 +294,7 @@ class FederationEngine:
         rounds = json.loads(str(run_config.get("config-json") or "{}")).get("rounds")
         cpus = client_cpus(num_sites, rounds=rounds)
         staged = stage_app(app_dir, self.flwr_home / "app")
+        self.ray_head.wait_listening()
         command = [
             _bin("flwr"), "run", str(staged), self.superlink.connection(),
             "--run-config", str(config_file),
@@ -255,22 +306,26 @@ class FederationEngine:
 
 @contextmanager
 def federation_engine(run_dir: Path) -> Iterator[FederationEngine]:
-    """Start a SuperLink for a run in ``run_dir`` now, so that it starts while the caller
-    prepares the sites; stopped by its pid on exit, also after an error. Flower's logs go to
-    ``run_dir/logs``, which is removed again when nothing was submitted (a run that failed
-    on its data leaves no Flower logs to read)."""
+    """Start a Ray head and a SuperLink for a run in ``run_dir`` now, so that they start while
+    the caller prepares the sites; both stopped by their pids on exit, also after an error.
+    Their logs go to ``run_dir/logs``, which is removed again when nothing was submitted (a
+    run that failed on its data leaves no Flower logs to read)."""
     log_dir = run_dir / "logs"
     fresh_logs = not log_dir.exists()
     log_dir.mkdir(parents=True, exist_ok=True)
     flwr_home = Path(tempfile.mkdtemp(prefix="fedfusion-flwr-"))
     engine = None
     try:
-        superlink = _SimulationSuperLink(flwr_home, log_dir / "superlink.log")
+        ray_head = _RayHead(flwr_home, log_dir / "ray_head.log")
         try:
-            engine = FederationEngine(run_dir, flwr_home, superlink)
-            yield engine
+            superlink = _SimulationSuperLink(flwr_home, log_dir / "superlink.log", ray_address=ray_head.address)
+            try:
+                engine = FederationEngine(run_dir, flwr_home, superlink, ray_head)
+                yield engine
+            finally:
+                stop_process_group(superlink.process)  # first: its engine leaves the cluster
         finally:
-            stop_process_group(superlink.process)
+            ray_head.stop()
     finally:
         shutil.rmtree(flwr_home, ignore_errors=True)
         if fresh_logs and (engine is None or not engine.submitted):

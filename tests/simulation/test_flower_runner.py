@@ -1,16 +1,21 @@
-"""The Flower runner's pieces that need no Flower: actor sizing, finding and stopping a
-detached process by pid."""
+"""The Flower runner's pieces: actor sizing, finding and stopping a detached process by pid,
+and the Ray head the simulation engine joins."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from simulation.flower_runner import alive, client_cpus, find_local_superlinks, stop_pid
+from simulation import flower_runner
+from simulation.flower_runner import (FederationError, alive, client_cpus, descendants, federation_engine,
+                                      find_local_superlinks, stop_pid)
+from tests.simulation.test_simulate_e2e import kill_leftovers
 
 
 @pytest.mark.parametrize(
@@ -57,3 +62,36 @@ def _children(pid: int) -> list[int]:
 
 def test_no_local_superlink_is_found_for_a_fresh_flower_home(tmp_path):
     assert find_local_superlinks(flwr_home=tmp_path, port=1) == []
+
+
+def test_a_ray_head_that_exits_fails_the_run_instead_of_leaving_the_engine_waiting(tmp_path, monkeypatch):
+    real_bin = flower_runner._bin
+    monkeypatch.setattr(flower_runner, "_bin", lambda name: "false" if name == "ray" else real_bin(name))
+    head = flower_runner._RayHead(tmp_path, tmp_path / "ray_head.log")
+    try:
+        with pytest.raises(FederationError, match=r"the Ray head node exited with code 1; see .*ray_head\.log"):
+            head.wait_listening()
+    finally:
+        head.stop()
+    assert not head.temp_dir.exists()
+
+
+@pytest.mark.slow
+def test_the_engine_joins_the_ray_head_which_is_stopped_with_all_its_processes(tmp_path, monkeypatch):
+    marker = uuid.uuid4().hex
+    monkeypatch.setenv("FEDFUSION_TEST_RUN", marker)
+    with federation_engine(tmp_path / "run") as engine:
+        head = engine.ray_head
+        head.wait_listening()
+        superlink_env = Path(f"/proc/{engine.superlink.process.pid}/environ").read_bytes().split(b"\0")
+        assert f"RAY_ADDRESS={head.address}".encode() in superlink_env
+        # a driver joins the cluster as Flower's engine does: ray.init() with RAY_ADDRESS set
+        join = "import ray; ray.init(); print(ray.cluster_resources()['CPU']); ray.shutdown()"
+        joined = subprocess.run([sys.executable, "-c", join], env={**os.environ, "RAY_ADDRESS": head.address},
+                                capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
+        assert float(joined.stdout.split()[-1]) == os.cpu_count()
+        ray_processes = [head.process.pid, *descendants(head.process.pid)]
+        assert len(ray_processes) >= 4  # the head, GCS, raylet and Ray's Python helpers
+    assert not any(alive(pid) for pid in ray_processes)
+    assert not head.temp_dir.exists()
+    assert not kill_leftovers(f"FEDFUSION_TEST_RUN={marker}")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -71,6 +73,32 @@ def _check_outputs(run_dir: Path, result: subprocess.CompletedProcess) -> dict:
     report = (run_dir / "report.md").read_text()
     assert "mean over sites" in report and "pooled test" in report
     return summary
+
+
+def test_sigterm_mid_run_stops_every_process_and_marks_the_folder_failed(tmp_path):
+    marker = uuid.uuid4().hex
+    run_dir = tmp_path / "run"
+    with (tmp_path / "out.txt").open("w") as out:
+        process = subprocess.Popen(
+            [*FEDFUSION, "simulate", "max_samples=1000", "rounds=40", "baselines=[]", f"hydra.run.dir={run_dir}"],
+            cwd=REPO, env=dict(os.environ, FEDFUSION_TEST_RUN=marker), stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 300
+            # round 1 done: the SuperLink, flwr run, the engine, Ray and its actor all run
+            while not (run_dir / "federated" / "progress.json").exists():
+                assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "out.txt").read_text()
+                time.sleep(0.2)
+            process.send_signal(signal.SIGTERM)
+            returncode = process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    leftovers = kill_leftovers(f"FEDFUSION_TEST_RUN={marker}")
+    assert not leftovers, f"processes left running after SIGTERM: {leftovers}"
+    assert returncode == 128 + signal.SIGTERM
+    assert "SystemExit" in (run_dir / "FAILED.txt").read_text()
 
 
 def test_bundled_ham10000_beats_chance_and_writes_every_output(tmp_path):
