@@ -173,7 +173,8 @@ class _RayHead:
         # Ray's own temp folder, short: its Unix socket paths must stay under 108 bytes.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="fedfusion-ray-"))
         command = [
-            _bin("ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
+            # no --node-ip-address: `ray start` resolves 127.0.0.1 to the node's address anyway
+            _bin("ray"), "start", "--head", "--block", "--port", str(self.port),
             # as many cores as client_cpus() shares out among the ClientApp actors
             "--num-cpus", str(os.cpu_count() or 1),
             # Ray's client server is not used, but `ray start` always runs one: a free port, not 10001
