@@ -145,7 +145,7 @@ def main() -> None:
 
         sys.exit(cache_command(rest))
     if command == "superlink":
-        from simulation.flower_runner import superlink_command
+        from simulation.local_superlink import superlink_command
 
         sys.exit(superlink_command(rest))
     print(f"fedfusion: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)

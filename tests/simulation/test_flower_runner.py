@@ -1,5 +1,5 @@
-"""The Flower runner's pieces: actor sizing, finding and stopping a detached process by pid,
-and the Ray head the simulation engine joins."""
+"""The Flower runner's pieces: actor sizing, stopping a detached process by pid, and the Ray
+head the simulation engine joins."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from simulation import flower_runner
-from simulation.flower_runner import (FederationError, alive, client_cpus, descendants, federation_engine,
-                                      find_local_superlinks, stop_pid)
+from simulation.flower_runner import FederationError, alive, client_cpus, descendants, federation_engine, stop_pid
 from tests.simulation.test_simulate_e2e import kill_leftovers
 
 
@@ -59,9 +58,6 @@ def _children(pid: int) -> list[int]:
             continue
     return found
 
-
-def test_no_local_superlink_is_found_for_a_fresh_flower_home(tmp_path):
-    assert find_local_superlinks(flwr_home=tmp_path, port=1) == []
 
 
 def test_a_ray_head_that_exits_fails_the_run_instead_of_leaving_the_engine_waiting(tmp_path, monkeypatch):
