@@ -59,7 +59,6 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-
 def test_a_ray_head_that_exits_fails_the_run_instead_of_leaving_the_engine_waiting(tmp_path, monkeypatch):
     real_bin = flower_runner._bin
     monkeypatch.setattr(flower_runner, "_bin", lambda name: "false" if name == "ray" else real_bin(name))
