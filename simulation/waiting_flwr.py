@@ -45,8 +45,11 @@ class WaitingFlwr:
             raise RuntimeError("this flwr process already ran a command")
         self.started = True
         assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(arguments) + "\n")
-        self.process.stdin.close()
+        try:
+            self.process.stdin.write(json.dumps(arguments) + "\n")
+            self.process.stdin.close()
+        except BrokenPipeError:
+            pass  # it died importing Flower: its output says why, and its exit code is not 0
         return self.process
 
     def close(self) -> None:
