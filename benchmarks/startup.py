@@ -16,11 +16,13 @@ engine and the ClientApps all start from nothing) and watches the run folder fro
 - ``total``: the command, including the final evaluation, the scoring and the run folder.
 
 Times come from the files' modification times, written by the ServerApp as things happen
-(Flower's streamed log arrives in bursts).
+(Flower's streamed log arrives in bursts). Each run also records, from the SuperLink's access
+log, when ``flwr run`` submitted the app and when the engine process asked for its task
+(``steps_s``), to see which step between ``ready`` and ``statistics done`` moved.
 
 Usage: ``python -m benchmarks.startup --label before`` (``--repeats``, ``--rounds``,
-``--max-samples``, extra Hydra overrides after ``--``). A warm-up run first fills the shared
-cache of decoded images (``$FEDFUSION_CACHE``, here a folder of the benchmark's own), so the
+``--max-samples``, ``--keep-runs`` to keep the run folders, extra Hydra overrides after
+``--``). A warm-up run first fills the shared cache of decoded images (``$FEDFUSION_CACHE``, here a folder of the benchmark's own), so the
 repeats measure a warm cache, as every run after a user's first one does. Results go to
 ``benchmarks/results/startup/<label>.json``; the figures quoted are the minimum over repeats,
 because the machine is shared and other work only ever adds time.
@@ -32,6 +34,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -72,6 +76,28 @@ def _round_of(path: Path) -> int | None:
         return int(json.loads(path.read_text())["round"])
     except (OSError, ValueError, KeyError):
         return None  # not written yet, or caught between write and rename
+
+
+# The SuperLink's access log: when `flwr run` submitted the app, and when the engine process,
+# started by SuperExec, first asked for its task (it has imported Flower by then).
+_LOG_STEPS = {"submitted_s": "/v1/control/start-run", "engine_started_s": "/v1/runtime/pull-task-input"}
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z")
+
+
+def _log_steps(superlink_log: Path, wall_start: float) -> dict[str, float | None]:
+    """Seconds from the command's start to each of ``_LOG_STEPS`` (None when not logged)."""
+    found: dict[str, float | None] = dict.fromkeys(_LOG_STEPS)
+    try:
+        lines = superlink_log.read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        stamp = _STAMP.match(line)
+        for key, request in _LOG_STEPS.items():
+            if stamp and found[key] is None and request in line:
+                at = datetime.fromisoformat(stamp.group(1)).replace(tzinfo=timezone.utc).timestamp()
+                found[key] = at - wall_start
+    return found
 
 
 def time_run(overrides: list[str], run_dir: Path, env: dict[str, str], *, timeout_s: float = 900.0) -> dict[str, Any]:
@@ -124,6 +150,7 @@ def time_run(overrides: list[str], run_dir: Path, env: dict[str, str], *, timeou
         "per_round_s": statistics.median(later) if later else float("nan"),
         "total_s": total,
         "rounds_done_s": {str(k): v for k, v in sorted(rounds.items())},
+        "steps_s": _log_steps(run_dir / "logs" / "superlink.log", wall_start),
     }
 
 
@@ -144,6 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=1, help="uncounted runs first (they fill the cache)")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--max-samples", type=int, default=2000)
+    parser.add_argument("--keep-runs", action="store_true", help="keep the run folders (printed) instead of removing them")
     parser.add_argument("overrides", nargs="*", help="more Hydra overrides (after --)")
     args = parser.parse_args(argv)
     if args.rounds < 3:
@@ -154,15 +182,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env = {**os.environ, "FEDFUSION_CACHE": str(work / "cache"), "PYTHONUNBUFFERED": "1"}
     load_before = os.getloadavg()
     runs = []
-    for k in range(args.warmup + args.repeats):
-        counted = k >= args.warmup
-        result = time_run(overrides, work / f"run_{k}", env)
-        print(f"{'run' if counted else 'warm-up'} {k + 1}: " + ", ".join(
-            f"{key.removesuffix('_s')} {result[key]:.1f} s" for key in PHASES), flush=True)  # fmt: skip
-        if counted:
-            runs.append(result)
+    try:
+        for k in range(args.warmup + args.repeats):
+            counted = k >= args.warmup
+            result = time_run(overrides, work / f"run_{k}", env)
+            print(f"{'run' if counted else 'warm-up'} {k + 1}: " + ", ".join(
+                f"{key.removesuffix('_s')} {result[key]:.1f} s" for key in PHASES), flush=True)  # fmt: skip
+            if counted:
+                runs.append(result)
+    finally:
+        if args.keep_runs:
+            print(f"run folders kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     summary = {key: {"min": min(r[key] for r in runs), "median": statistics.median(r[key] for r in runs),
                      "max": max(r[key] for r in runs)} for key in PHASES}  # fmt: skip
+    steps = {key: statistics.median(values) for key in _LOG_STEPS
+             if (values := [r["steps_s"][key] for r in runs if r["steps_s"][key] is not None])}  # fmt: skip
     record = {
         "label": args.label,
         "command": "python -m benchmarks.startup " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -171,6 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "warmup": args.warmup,
         "phases": PHASES,
         "summary": summary,
+        "steps_median_s": steps,
         "runs": runs,
         "machine": {"cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
                     "platform": platform.platform(), "note": SHARED_MACHINE_NOTE},  # fmt: skip
