@@ -34,7 +34,10 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 def _image_paths(meta: pd.DataFrame, folder: Path, images: str, csv_path: Path) -> list[str]:
     """Absolute image path per row: the ``image`` column if present, else ``<images>/<image_id>.*``."""
     if "image" in meta.columns:
-        paths = [str((folder / p).resolve()) if isinstance(p, str) and p else None for p in meta["image"]]
+        # The folder resolved once, each row joined and normalised: a resolve() per row costs
+        # 0.3 s of the 0.35 s the vendored table takes to load, before the app can be submitted.
+        base = str(folder.resolve())
+        paths = [os.path.normpath(os.path.join(base, p)) if isinstance(p, str) and p else None for p in meta["image"]]
     else:
         image_dir = folder / images
         if not image_dir.is_dir():
