@@ -117,6 +117,7 @@ def _validate(
     task: str | None,
     check_files_: bool,
     inferred: Inferred,
+    decode_files: bool = True,
     found: list[Problem],
 ) -> tuple[Manifest | None, list[Problem]]:
     """All checks of one parsed manifest, sorted by row together with ``found`` (problems of
@@ -128,7 +129,8 @@ def _validate(
             problems.append(Problem(file, None, None, "cannot tell the task from the labels; set 'task' in schema.yaml"))
     else:
         problems += check_values(table, schema, task, file=file)
-    file_problems, warnings = check_files(table, schema, folder=path.parent, file=file, open_files=check_files_)
+    file_problems, warnings = check_files(table, schema, folder=path.parent, file=file, open_files=check_files_,
+                                            decode=decode_files)  # fmt: skip
     problems += file_problems
     if problems:
         return None, sorted(problems, key=_sort_key(list(table.columns)))
@@ -179,7 +181,9 @@ def read_manifest(
     return manifest
 
 
-def read_manifest_folder(folder: str | Path, *, task: str | None = None, check_files: bool = True) -> list[Manifest]:
+def read_manifest_folder(
+    folder: str | Path, *, task: str | None = None, check_files: bool = True, decode_files: bool = True
+) -> list[Manifest]:
     """Read and validate every ``*.csv`` of a folder, sorted by name.
 
     Roles are those of ``schema.yaml`` beside the manifests, when present, and the others
@@ -191,6 +195,8 @@ def read_manifest_folder(folder: str | Path, *, task: str | None = None, check_f
         folder: the folder holding one CSV per site.
         task: overrides ``schema.task`` and inference.
         check_files: open every image/series file (see ``read_manifest``).
+        decode_files: with ``check_files``, decode every image too (a truncated file fails
+            only there); False reads each image's header alone (format and shape).
 
     Raises:
         ManifestError: listing the problems of all files (and of ``schema.yaml``).
@@ -238,6 +244,7 @@ def read_manifest_folder(folder: str | Path, *, task: str | None = None, check_f
     for path, file, table in parsed:
         manifest, file_problems = _validate(
             table, path, file=file, schema=schema, schema_source=schema_source, task=task, check_files_=check_files,
+            decode_files=decode_files,
             inferred=inferred, found=[p for p in found if p.file == file],
         )  # fmt: skip
         problems += file_problems

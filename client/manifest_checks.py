@@ -275,8 +275,9 @@ def _channels_note(shape: list[int], note: str) -> str:
     return f"{shape} ({note})" if note else str(shape)
 
 
-def _read_shape(path: Path, role: str) -> tuple[list[int] | None, str, str | None]:
-    """(shape as [C, ...], a note such as the PIL mode, error) of one referenced file.
+def _read_shape(path: Path, role: str, *, decode: bool = True) -> tuple[list[int] | None, str, str | None]:
+    """(shape as [C, ...], a note such as the PIL mode, error) of one referenced file; an image
+    is decoded unless ``decode`` is False (then only its header is read).
 
     Any exception is turned into an error message: a corrupt file must be reported, not
     crash the check.
@@ -303,7 +304,8 @@ def _read_shape(path: Path, role: str) -> tuple[list[int] | None, str, str | Non
         from PIL import Image
 
         with Image.open(path) as image:
-            image.load()
+            if decode:
+                image.load()
             bands = image.getbands()
             return [len(bands), image.height, image.width], f"mode {image.mode!r}", None
     except ImportError:
@@ -321,7 +323,7 @@ def _nibabel_missing() -> bool:
 
 
 def check_files(
-    table: pd.DataFrame, schema: Schema, *, folder: Path, file: str, open_files: bool = True
+    table: pd.DataFrame, schema: Schema, *, folder: Path, file: str, open_files: bool = True, decode: bool = True
 ) -> tuple[list[Problem], list[str]]:
     """Extensions, existence, readability and shapes of the files named in image/series columns.
 
@@ -334,6 +336,7 @@ def check_files(
         folder: the manifest's folder; cells are paths relative to it.
         file: how the manifest is named in problems.
         open_files: when False, only the extensions are checked.
+        decode: when False, images are opened for their header (format, shape) but not decoded.
 
     Returns:
         The problems and the warnings (columns that cannot be fully checked).
@@ -361,7 +364,7 @@ def check_files(
             if not path.is_file():
                 problems.append(Problem(file, row, col, f"file not found: {_show(rel)} (looked for {path})"))
                 continue
-            shape, note, error = _read_shape(path, role)
+            shape, note, error = _read_shape(path, role, decode=decode)
             if error is not None:
                 problems.append(Problem(file, row, col, f"{_show(rel)}: {error}"))
             elif role == "series" and note:

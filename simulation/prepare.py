@@ -84,7 +84,10 @@ def prepare_sites(config: SimulationConfig, run_dir: Path) -> tuple[SampleTable,
     sites_dir = run_dir / "sites"
     write_sites(table, partition, np.asarray(split), sites_dir)
     task = None if config.run.task == "auto" else config.run.task
-    manifests = read_manifest_folder(sites_dir, task=task)
+    # Headers only (existence, format, shape): every site decodes its own files in the
+    # statistics round anyway, and decoding them here too delayed the submission by about
+    # 1 s on the full HAM10000 (0.25 s per 2,000 images).
+    manifests = read_manifest_folder(sites_dir, task=task, decode_files=False)
     atomic_write_text(sites_dir / SCHEMA_SUMMARY, schema_summary(table, manifests) + "\n")
     description = describe_run(table, full_rows=full_rows, max_samples=config.max_samples, partition=name,
                                partition_params=config.partition_params, sites=len(manifests))  # fmt: skip
