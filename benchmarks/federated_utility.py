@@ -53,13 +53,18 @@ RECIPES: dict[str, list[str]] = {
     "logit_adjust+ditto": ["train.label_skew=logit_adjust", "personalization=ditto"],
     "logit_adjust+fedper": ["train.label_skew=logit_adjust", "personalization=fedper"],
     # DP-SGD at every site (Opacus), epsilon 5 for the planned run, against "default" without DP.
-    # C and lr are pinned: privacy=dp's own defaults (C 0.1, lr 0.003) came out of these runs;
-    # results before that name this recipe "default+dp_eps5" (then the defaults).
-    "default+dp_eps5_clip1": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=1.0", "train.lr=0.001"],
-    # privacy=dp as configured (configs/privacy/dp.yaml), against "default+lr0.003" without DP
+    # C, lr and batch are pinned: privacy=dp's own defaults came out of these runs; results
+    # before that name this recipe "default+dp_eps5" (then the defaults).
+    "default+dp_eps5_clip1": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=1.0", "train.lr=0.001",
+                              "train.batch_size=64"],
+    # privacy=dp as configured (configs/privacy/dp.yaml: C 0.1, batch 256, lr 0.012 since
+    # 2026-12-07), against "default+batch256_lr0.012" without DP. Results before then ran it at
+    # that day's defaults, batch 64 and lr 0.003: "default+dp_eps5_clip0.1" now.
     "default+dp_eps5": ["privacy=dp", "privacy.target_epsilon=5"],
-    # the same, its noise sized with the PRV accountant (a tighter epsilon for the same sigma)
-    "default+dp_eps5_prv": ["privacy=dp", "privacy.target_epsilon=5", "privacy.accountant=prv"],
+    # its noise sized with the PRV accountant (a tighter epsilon for the same sigma), at the
+    # batch and lr it was measured with
+    "default+dp_eps5_prv": ["privacy=dp", "privacy.target_epsilon=5", "privacy.accountant=prv", "train.batch_size=64",
+                            "train.lr=0.003"],
     # C 1 with 4x larger Poisson batches (fewer, less noisy steps) and a larger step size
     "default+dp_eps5_batch256": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=1.0",
                                  "train.batch_size=256", "train.lr=0.003"],
@@ -69,10 +74,12 @@ RECIPES: dict[str, list[str]] = {
     # the default until 2026-12-05 (the reference of results before then named "default")
     "default+finetune3": ["personalization.epochs=3"],
     # a smaller clipping bound with a larger step size (the noise std is sigma * C)
-    "default+dp_eps5_clip0.1": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.1", "train.lr=0.003"],
+    "default+dp_eps5_clip0.1": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.1", "train.lr=0.003",
+                                "train.batch_size=64"],
     "default+dp_eps5_clip0.1_lr0.001": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.1",
-                                        "train.lr=0.001"],
-    "default+dp_eps5_clip0.01": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.01", "train.lr=0.003"],
+                                        "train.lr=0.001", "train.batch_size=64"],
+    "default+dp_eps5_clip0.01": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.01", "train.lr=0.003",
+                                 "train.batch_size=64"],
     "default+dp_eps5_clip0.1_batch256": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.1",
                                          "train.batch_size=256", "train.lr=0.003"],
     # 4x larger Poisson batches with a 4x larger step size, so that the local passes move the
@@ -85,11 +92,11 @@ RECIPES: dict[str, list[str]] = {
     # weights (only its projection trains), without and with DP at the clip0.1 recipe
     "frozen_features+lr0.003": ["encoder.image.frozen=[features]", "train.lr=0.003"],
     "frozen_features+dp_eps5_clip0.1": ["encoder.image.frozen=[features]", "privacy=dp", "privacy.target_epsilon=5",
-                                        "privacy.max_grad_norm=0.1", "train.lr=0.003"],
+                                        "privacy.max_grad_norm=0.1", "train.lr=0.003", "train.batch_size=64"],
     # fewer trainable parameters: the tabular encoder and head alone, without and with DP
     "tabular": ["fusion=single", "fusion.modality=tabular"],
     "tabular+dp_eps5": ["fusion=single", "fusion.modality=tabular", "privacy=dp", "privacy.target_epsilon=5",
-                        "privacy.max_grad_norm=1.0", "train.lr=0.001"],
+                        "privacy.max_grad_norm=1.0", "train.lr=0.001", "train.batch_size=64"],
 }
 _DATASETS = {"ham10000": ["data=ham10000"], "tcga_brca": ["data=tcga_brca"]}
 

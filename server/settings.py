@@ -348,8 +348,8 @@ class RunSettings:
         model["fusion"] = dict(resolved["fusion"])
         personalization = dict(resolved.get("personalization") or {})
         privacy = dict(resolved.get("privacy") or {})
-        # defaults of train.lr and personalization.epochs under this privacy mode (the configs read them)
-        for key in ("lr", "finetune_epochs"):
+        # this privacy mode's defaults of train.lr, train.batch_size, personalization.epochs (the configs read them)
+        for key in ("lr", "batch_size", "finetune_epochs"):
             privacy.pop(key, None)
         central_privacy: dict[str, Any] = {}
         if privacy.get("name") == CENTRAL_DP:

@@ -8,9 +8,9 @@ the Hydra sweep folder) and writes ``sweep.csv``, ``sweep.md`` and ``plots/`` th
 
 - ``privacy.target_epsilon=inf`` is **no DP**: that job runs with ``privacy=none`` (its other
   ``privacy.*`` overrides dropped), since DP-SGD at epsilon infinity is plain SGD and
-  ``privacy=dp`` refuses an infinite target. It keeps the DP jobs' ``train.lr`` and
-  ``personalization.epochs`` (``privacy=dp`` brings its own defaults), so only the mechanism
-  changes. The table says so in its ``privacy`` column.
+  ``privacy=dp`` refuses an infinite target. It keeps the DP jobs' ``train.lr``,
+  ``train.batch_size`` and ``personalization.epochs`` (``privacy=dp`` brings its own
+  defaults), so only the mechanism changes. The table says so in its ``privacy`` column.
 - Sweeping ``privacy.*`` keys without ``privacy=`` adds ``privacy=dp``; without ``attack=``
   the sweep adds ``attack=loss`` (a sweep measures leakage; ``attack=none`` opts out).
 - A job that fails is a row marked failed (its folder keeps ``FAILED.txt``); the others go on.
@@ -66,8 +66,8 @@ def prepare_overrides(args: list[str]) -> tuple[list[str], list[str]]:
 def job_overrides(overrides: list[str], target_epsilon: Any, keep: dict[str, Any] | None = None) -> list[str]:
     """One job's overrides; a job at ``privacy.target_epsilon=inf`` becomes ``privacy=none``
     with each ``keep`` key at its value: what the DP jobs train with where ``privacy=dp`` sets
-    its own default (``train.lr``, ``personalization.epochs``), so that along the sweep only
-    the privacy mechanism changes."""
+    its own default (``train.lr``, ``train.batch_size``, ``personalization.epochs``), so that
+    along the sweep only the privacy mechanism changes."""
     if not (isinstance(target_epsilon, (int, float)) and math.isinf(target_epsilon) and target_epsilon > 0):
         return list(overrides)
     kept = [o for o in overrides if _key(o) != "privacy" and not _key(o).startswith("privacy.")]
@@ -80,7 +80,7 @@ def _dp_defaults(cfg: Any) -> dict[str, Any]:
     """The values ``privacy=dp`` gives its own defaults to, as this job's ``DictConfig`` resolved them."""
     from omegaconf import OmegaConf
 
-    keep = {"train.lr": cfg.train.lr}
+    keep = {"train.lr": cfg.train.lr, "train.batch_size": cfg.train.batch_size}
     epochs = OmegaConf.select(cfg, "personalization.epochs")
     if epochs is not None and cfg.personalization.name == "finetune":
         keep["personalization.epochs"] = epochs

@@ -90,18 +90,20 @@ def test_privacy_central_dp_reaches_the_server_and_leaves_the_sites_without_dp_s
     assert RunSettings.from_json(settings.to_json()) == settings
 
 
-@pytest.mark.parametrize("overrides, lr, clip", [
-    ([], 0.001, None),
-    (["privacy=dp"], 0.003, 0.1),  # the measured DP recipe: configs/privacy/dp.yaml
-    (["privacy=dp", "train.lr=0.01"], 0.01, 0.1),  # an explicit train.lr wins
-    (["privacy=dp", "privacy.lr=0.002"], 0.002, 0.1),
-    (["privacy=central_dp"], 0.001, None),
+@pytest.mark.parametrize("overrides, lr, batch, clip", [
+    ([], 0.001, 64, None),
+    (["privacy=dp"], 0.012, 256, 0.1),  # the measured DP recipe: configs/privacy/dp.yaml
+    (["privacy=dp", "train.lr=0.01", "train.batch_size=32"], 0.01, 32, 0.1),  # explicit values win
+    (["privacy=dp", "privacy.lr=0.002", "privacy.batch_size=128"], 0.002, 128, 0.1),
+    (["privacy=dp", "data=tcga_brca"], 0.012, 256, 0.1),  # privacy's default before the data set's
+    (["data=tcga_brca"], 0.001, 256, None),  # the data set's own default
+    (["privacy=central_dp"], 0.001, 64, None),
 ])  # fmt: skip
-def test_privacy_dp_brings_its_own_step_size_and_clipping_default(overrides, lr, clip):
+def test_privacy_dp_brings_its_own_step_size_batch_and_clipping_default(overrides, lr, batch, clip):
     from server.default_config import default_run_settings
 
     settings = default_run_settings(overrides)
-    assert settings.train.lr == lr
+    assert (settings.train.lr, settings.train.batch_size) == (lr, batch)
     assert (settings.privacy.max_grad_norm if settings.privacy.enabled else None) == clip
     assert RunSettings.from_json(settings.to_json()) == settings
 

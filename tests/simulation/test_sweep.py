@@ -15,7 +15,7 @@ from PIL import Image
 from server.default_config import CONFIG_DIR
 from simulation.config import SimulationConfig
 from simulation.run_summary import MethodResult, RepeatsSummary, RunSummary
-from simulation.sweep import NO_DP, collect, job_overrides, prepare_overrides, write_sweep
+from simulation.sweep import NO_DP, _dp_defaults, collect, job_overrides, prepare_overrides, write_sweep
 
 
 def test_a_privacy_sweep_gets_privacy_dp_and_an_attack_unless_it_names_them():
@@ -29,6 +29,18 @@ def test_a_privacy_sweep_gets_privacy_dp_and_an_attack_unless_it_names_them():
 def _compose(overrides):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return SimulationConfig.from_cfg(compose(config_name="config", overrides=overrides), overrides=overrides)
+
+
+def test_the_job_without_dp_keeps_every_default_privacy_dp_brings():
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        dp_cfg = compose(config_name="config", overrides=["privacy=dp", "privacy.target_epsilon=5"])
+    keep = _dp_defaults(dp_cfg)
+    assert keep == {"train.lr": 0.012, "train.batch_size": 256, "personalization.epochs": 3.0}
+    plain = _compose([]).run
+    assert (plain.train.lr, plain.train.batch_size, plain.personalization.epochs) != (0.012, 256, 3.0)
+    mapped = _compose(job_overrides(["privacy=dp", "privacy.target_epsilon=inf"], math.inf, keep=keep)).run
+    assert not mapped.privacy.enabled
+    assert (mapped.train.lr, mapped.train.batch_size, mapped.personalization.epochs) == (0.012, 256, 3.0)
 
 
 def test_epsilon_inf_runs_without_dp_and_a_finite_epsilon_with_it():
