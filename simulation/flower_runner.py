@@ -24,7 +24,6 @@ from pathlib import Path
 import tomli_w
 
 from simulation.app_bundle import stage_app
-from simulation.waiting_flwr import WaitingFlwr
 
 __all__ = ["FederationError", "FederationEngine", "federation_engine", "client_cpus", "flower_environment", "free_port",
            "stop_process_group", "stop_pid", "alive", "descendants"]  # fmt: skip
@@ -58,8 +57,6 @@ def flower_environment(flwr_home: Path, *, ray_address: str | None = None) -> di
             # Ray would start a worker per core for tasks; the ClientApp actor needs a worker
             # with Flower's runtime_env anyway, so those only compete with it for the cores.
             "RAY_prestart_worker_first_driver": "0",
-            # SuperExec looks for a submitted run once a second by default: 0.5 s of wait on average.
-            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -267,10 +264,8 @@ class FederationEngine:
     """Flower's simulation engine for one run folder: a Ray head and a SuperLink started when
     the engine is (see :func:`federation_engine`), and :meth:`run`, which submits the app."""
 
-    def __init__(self, run_dir: Path, flwr_home: Path, superlink: _SimulationSuperLink, ray_head: _RayHead,
-                 flwr_cli: WaitingFlwr) -> None:
+    def __init__(self, run_dir: Path, flwr_home: Path, superlink: _SimulationSuperLink, ray_head: _RayHead) -> None:
         self.run_dir, self.flwr_home, self.superlink, self.ray_head = run_dir, flwr_home, superlink, ray_head
-        self.flwr_cli = flwr_cli  # imports Flower's CLI while the caller prepares the sites
         self.submitted = False
 
     def run(
@@ -299,13 +294,13 @@ class FederationEngine:
         cpus = client_cpus(num_sites, rounds=rounds)
         staged = stage_app(app_dir, self.flwr_home / "app")
         self.ray_head.wait_listening()
-        arguments = [
-            "run", str(staged), self.superlink.connection(),
+        command = [
+            _bin("flwr"), "run", str(staged), self.superlink.connection(),
             "--run-config", str(config_file),
             "--federation-config", f"num-supernodes={num_sites} client-resources-num-cpus={cpus}",
             "--stream",
         ]  # fmt: skip
-        _stream(self.flwr_cli.start(arguments), self.run_dir / "logs" / "flwr_run.log", on_line, timeout_s)
+        _stream(command, self.flwr_home, self.run_dir / "logs" / "flwr_run.log", on_line, timeout_s)
 
 
 @contextmanager
@@ -323,14 +318,11 @@ def federation_engine(run_dir: Path) -> Iterator[FederationEngine]:
         ray_head = _RayHead(flwr_home, log_dir / "ray_head.log")
         try:
             superlink = _SimulationSuperLink(flwr_home, log_dir / "superlink.log", ray_address=ray_head.address)
-            flwr_cli = WaitingFlwr(flower_environment(flwr_home))
             try:
-                engine = FederationEngine(run_dir, flwr_home, superlink, ray_head, flwr_cli)
+                engine = FederationEngine(run_dir, flwr_home, superlink, ray_head)
                 yield engine
             finally:
-                flwr_cli.close()
-                stop_process_group(flwr_cli.process)
-                stop_process_group(superlink.process)  # then the SuperLink: its engine leaves the cluster
+                stop_process_group(superlink.process)  # first: its engine leaves the cluster
         finally:
             ray_head.stop()
     finally:
@@ -339,11 +331,15 @@ def federation_engine(run_dir: Path) -> Iterator[FederationEngine]:
             shutil.rmtree(log_dir, ignore_errors=True)
 
 
-def _stream(process: subprocess.Popen, log_path: Path, on_line: Callable[[str], None] | None, timeout_s: float) -> None:
-    """Copy the running ``flwr run --stream`` output to ``log_path`` and ``on_line``; raise if
-    it fails or passes ``timeout_s``."""
+def _stream(
+    command: list[str], flwr_home: Path, log_path: Path, on_line: Callable[[str], None] | None, timeout_s: float
+) -> None:
     deadline = time.monotonic() + timeout_s
     with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command, env=flower_environment(flwr_home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, text=True, start_new_session=True,
+        )  # fmt: skip
         try:
             for line in process.stdout or ():
                 log.write(line)
