@@ -22,8 +22,9 @@ log, when ``flwr run`` submitted the app and when the engine process asked for i
 
 Usage: ``python -m benchmarks.startup --label before`` (``--repeats``, ``--rounds``,
 ``--max-samples``, ``--keep-runs`` to keep the run folders, extra Hydra overrides after
-``--``). A warm-up run first fills the shared cache of decoded images (``$FEDFUSION_CACHE``, here a folder of the benchmark's own), so the
-repeats measure a warm cache, as every run after a user's first one does. Results go to
+``--``). A warm-up run first fills the shared cache of decoded images (``$FEDFUSION_CACHE``,
+here a folder of the benchmark's own), so the repeats measure a warm cache, as every run
+after a user's first one does. Results go to
 ``benchmarks/results/startup/<label>.json``; the figures quoted are the minimum over repeats,
 because the machine is shared and other work only ever adds time.
 """

@@ -117,8 +117,8 @@ def _validate(
     task: str | None,
     check_files_: bool,
     inferred: Inferred,
-    decode_files: bool = True,
     found: list[Problem],
+    decode_files: bool = True,
 ) -> tuple[Manifest | None, list[Problem]]:
     """All checks of one parsed manifest, sorted by row together with ``found`` (problems of
     this file found across sites); the Manifest is None when there are problems."""
