@@ -61,14 +61,19 @@ def _free_form(path: str) -> bool:
     return any(part.endswith("params") for part in path.split("."))
 
 
-_SELECT = re.compile(r"^\$\{oc\.select:[^,}]+,(?P<fallback>[^}]*)\}$")
+_SELECT = re.compile(r"^\$\{oc\.select:[^,}]+,(?P<fallback>.*)\}$")
 
 
 def _fallback(default: Any) -> Any:
     """The kind-bearing default of ``${oc.select:key,fallback}`` (``train.lr``, whose default
-    a privacy or data option may set): its fallback, read as YAML; any other value as is."""
+    a privacy or data option may set): its fallback, itself perhaps such a select
+    (``train.batch_size``: privacy's, else the data set's, else 64), read as YAML; any other
+    value as is."""
     match = _SELECT.match(default) if isinstance(default, str) else None
-    return yaml.safe_load(match["fallback"]) if match else default
+    if not match:
+        return default
+    fallback = match["fallback"].strip()
+    return _fallback(fallback) if _SELECT.match(fallback) else yaml.safe_load(fallback)
 
 
 def value_problems(resolved: dict[str, Any], defaults: dict[str, Any], prefix: str = "") -> list[str]:
