@@ -88,6 +88,10 @@ RECIPES: dict[str, list[str]] = {
     "default+dp_eps5_clip0.1_batch256_lr0.012": ["privacy=dp", "privacy.target_epsilon=5", "privacy.max_grad_norm=0.1",
                                                  "train.batch_size=256", "train.lr=0.012"],
     "default+batch256_lr0.012": ["train.batch_size=256", "train.lr=0.012", "personalization.epochs=3"],
+    # twice the fine-tuning passes (the personal model's steps fell 4x with batch 256); under DP
+    # they are in the noise plan, so every round's noise grows too; the second is the reference
+    "default+dp_eps5_finetune6": ["privacy=dp", "privacy.target_epsilon=5", "personalization.epochs=6"],
+    "default+batch256_lr0.012_finetune6": ["train.batch_size=256", "train.lr=0.012", "personalization.epochs=6"],
     # fewer trainable parameters: the image encoder's conv stack kept at its random initial
     # weights (only its projection trains), without and with DP at the clip0.1 recipe
     "frozen_features+lr0.003": ["encoder.image.frozen=[features]", "train.lr=0.003"],
