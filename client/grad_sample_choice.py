@@ -1,5 +1,7 @@
 """``privacy.grad_sample_mode=auto``: Opacus' ``ew`` (expanded weights) mode on a model whose
-``ew`` per-sample gradients are checked right at the site, ``hooks`` on any other.
+``ew`` per-sample gradients are checked right at the site, ``hooks`` on any other, and ghost
+clipping where the per-sample gradients of the expected batch would pass
+``privacy.ghost_above_mib`` and ghost clipping's per-row norms are checked on the model.
 
 ``ew`` is the faster mode on the small models (``benchmarks/results/dp_step_time``) but runs
 through torch's expanded-weights kernels, which fail on some layers (MONAI's DenseNet) and
@@ -9,18 +11,26 @@ backward pass per row, and takes ``ew`` only where every trainable parameter's a
 check runs once per model layout in a process, on a copy of the model in eval mode (no
 dropout noise), with a loss that sums each row's own terms (its outputs and auxiliary
 losses), so each row's gradient is its own and every parameter training reaches is reached.
+
+Ghost clipping never holds per-sample gradients (one per row of the batch, each the size of
+the trained parameters: 7.2 GB for MONAI's DenseNet121 at a batch of 256) and is the faster
+mode there (``benchmarks/results/dp_step_time``), but slower on small models, whose
+per-sample gradients are cheap. Its check compares the per-row gradient norms of its first
+backward pass with those of the per-row passes; its second pass is an ordinary backward.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from logging import INFO
 
 import torch
 from flwr.common.logger import log
 from torch import nn
 
-__all__ = ["AUTO", "CHECK_ROWS", "check_rows", "choose_grad_sample_mode", "ew_disagreement"]
+__all__ = ["AUTO", "CHECK_ROWS", "check_rows", "choose_grad_sample_mode", "ew_disagreement", "ghost_disagreement",
+           "per_sample_gradient_bytes"]
 
 AUTO = "auto"
 #: Rows of the site's training split the check runs on.
@@ -42,6 +52,24 @@ def _loss(model: nn.Module, outputs: torch.Tensor, label: torch.Tensor | None) -
     return loss
 
 
+def _per_row_gradients(model: nn.Module, batch: dict[str, torch.Tensor],
+                       label: torch.Tensor | None) -> list[list[torch.Tensor | None]]:  # fmt: skip
+    """Per row of ``batch``, every parameter's gradient from a backward pass of that row alone."""
+    reference = copy.deepcopy(model).eval()
+    loop: list[list[torch.Tensor | None]] = []
+    for i in range(len(batch["present"])):
+        reference.zero_grad(set_to_none=True)
+        one = {k: v[i : i + 1] for k, v in batch.items()}
+        _loss(reference, reference(one), None if label is None else label[i : i + 1]).backward()
+        loop.append([None if p.grad is None else p.grad.detach().clone() for p in reference.parameters()])
+    return loop
+
+
+def per_sample_gradient_bytes(model: nn.Module, batch_size: float) -> float:
+    """Bytes of the per-sample gradients of a batch of ``batch_size`` rows (one per row of every trained parameter)."""
+    return batch_size * sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+
+
 def ew_disagreement(model: nn.Module, batch: dict[str, torch.Tensor], label: torch.Tensor | None = None) -> str | None:
     """Why ``ew``'s per-sample gradients cannot be used on ``model`` (``None``: for every
     trainable parameter they equal one backward pass per row of ``batch``, to rtol 1e-4).
@@ -54,14 +82,7 @@ def ew_disagreement(model: nn.Module, batch: dict[str, torch.Tensor], label: tor
 
     from client.privacy import TensorArguments
 
-    rows = len(batch["present"])
-    reference = copy.deepcopy(model).eval()
-    loop: list[list[torch.Tensor | None]] = []
-    for i in range(rows):
-        reference.zero_grad(set_to_none=True)
-        one = {k: v[i : i + 1] for k, v in batch.items()}
-        _loss(reference, reference(one), None if label is None else label[i : i + 1]).backward()
-        loop.append([None if p.grad is None else p.grad.detach().clone() for p in reference.parameters()])
+    loop = _per_row_gradients(model, batch, label)
     checked = copy.deepcopy(model).eval()
     try:
         wrapped = wrap_model(TensorArguments(checked), grad_sample_mode="ew", batch_first=True, loss_reduction="sum")
@@ -84,17 +105,61 @@ def ew_disagreement(model: nn.Module, batch: dict[str, torch.Tensor], label: tor
     return None
 
 
-def choose_grad_sample_mode(model: nn.Module, batch: dict[str, torch.Tensor],
-                            label: torch.Tensor | None = None) -> tuple[str, str]:  # fmt: skip
-    """(mode, why) for ``model``: ``ew`` where :func:`ew_disagreement` finds none on ``batch``
-    (the rows the caller picked, :data:`CHECK_ROWS` of them), else ``hooks``; remembered per
-    model layout and process."""
-    key = _layout(model)
+def ghost_disagreement(model: nn.Module, batch: dict[str, torch.Tensor]) -> str | None:
+    """Why ghost clipping cannot be used on ``model`` (``None``: the per-row gradient norms of
+    its first backward pass equal those of one backward pass per row of ``batch``, to rtol 1e-4)."""
+    auxiliary = sorted({type(m).__name__ for m in getattr(model, "auxiliary_modules", list)()})
+    if auxiliary:
+        return f"{', '.join(auxiliary)} adds an auxiliary loss over the batch, which ghost clipping cannot clip row by row"
+    from opacus.grad_sample import GradSampleModuleFastGradientClipping
+
+    loop = _per_row_gradients(model, batch, None)
+    checked = copy.deepcopy(model).eval()
+    for m in checked.modules():
+        # Opacus' hooks skip layers in eval mode; a parametrised layer here (linear, conv,
+        # norm) computes the same in both modes, and dropout stays off as in the per-row passes
+        if next(m.parameters(recurse=False), None) is not None:
+            m.training = True
+    trained = [(k, name) for k, (name, p) in enumerate(checked.named_parameters()) if p.requires_grad]
+    for k, name in trained:
+        if all(row[k] is None for row in loop):
+            return f"no row of the check reaches {name}, so ghost clipping's norm of it cannot be checked"
+    truth = torch.stack([torch.stack([row[k].pow(2).sum() for k, _ in trained if row[k] is not None]).sum().sqrt()
+                         for row in loop])  # fmt: skip
+    try:
+        wrapped = GradSampleModuleFastGradientClipping(checked, batch_first=True, loss_reduction="sum",
+                                                       max_grad_norm=1.0, use_ghost_clipping=True)  # fmt: skip
+        _loss(checked, wrapped(batch), None).backward()
+        norms = wrapped.get_norm_sample().detach()
+    except Exception as error:  # noqa: BLE001 - any failure of ghost clipping means another mode
+        return f"ghost clipping failed on this model: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    if not torch.allclose(norms, truth, rtol=_RTOL, atol=_ATOL):
+        return f"ghost clipping's per-row gradient norms are off by up to {float((norms - truth).abs().max()):.3g}"
+    return None
+
+
+def choose_grad_sample_mode(model: nn.Module, batch: dict[str, torch.Tensor], label: torch.Tensor | None = None, *,
+                            batch_size: float = 0.0, ghost_above_bytes: float = math.inf) -> tuple[str, str]:  # fmt: skip
+    """(mode, why) for ``model`` at an expected batch of ``batch_size`` rows: ``ghost`` where
+    its per-sample gradients would take more than ``ghost_above_bytes`` and
+    :func:`ghost_disagreement` finds none on ``batch``, else ``ew`` where
+    :func:`ew_disagreement` finds none (the rows the caller picked, :data:`CHECK_ROWS` of
+    them), else ``hooks``; remembered per model layout, side of the size bound and process."""
+    size = per_sample_gradient_bytes(model, batch_size)
+    large = size > ghost_above_bytes
+    key = (_layout(model), large)
     if key not in _CHOSEN:
-        problem = ew_disagreement(model, batch, label)
         rows = len(batch["present"])
-        _CHOSEN[key] = ("hooks", problem) if problem else (
-            "ew", f"ew's per-sample gradients equal a per-row backward pass on {rows} rows")
+        held = f"per-sample gradients of {batch_size:.0f} rows would take {size / 2**30:.2f} GiB"
+        not_ghost = ghost_disagreement(model, batch) if large else None
+        if large and not_ghost is None:
+            _CHOSEN[key] = ("ghost", f"{held}, over privacy.ghost_above_mib {ghost_above_bytes / 2**20:g} MiB; ghost "
+                                     f"clipping's per-row gradient norms equal a per-row backward pass on {rows} rows")  # fmt: skip
+        else:
+            problem = ew_disagreement(model, batch, label)
+            mode, why = ("hooks", problem) if problem else (
+                "ew", f"ew's per-sample gradients equal a per-row backward pass on {rows} rows")
+            _CHOSEN[key] = (mode, f"{why}; not ghost clipping: {held}, but {not_ghost}" if large else why)
         log(INFO, "grad_sample_mode=auto: %s (%s)", *_CHOSEN[key])
     return _CHOSEN[key]
 

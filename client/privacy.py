@@ -118,6 +118,8 @@ class DPPlan:
         accountant: ``rdp`` or ``prv``.
         grad_sample_mode: Opacus' per-sample-gradient mode.
         planned_steps: steps the noise was sized for (target-epsilon mode; 0 for a fixed sigma).
+        ghost_above_mib: under ``auto``, per-sample gradients of an expected batch above this
+            size choose ghost clipping (:func:`client.grad_sample_choice.choose_grad_sample_mode`).
     """
 
     noise_multiplier: float
@@ -128,6 +130,7 @@ class DPPlan:
     accountant: str
     grad_sample_mode: str
     planned_steps: int = 0
+    ghost_above_mib: float = math.inf
 
     def history(self) -> History:
         return [(self.noise_multiplier, self.sample_rate, self.steps)]
@@ -162,7 +165,8 @@ def plan_round(settings: PrivacySettings, *, n: int, train: TrainSettings, round
         sigma = float(get_noise_multiplier(target_epsilon=settings.target_epsilon, target_delta=delta, sample_rate=q,
                                            steps=planned, accountant=settings.accountant, epsilon_tolerance=0.01))  # fmt: skip
     return DPPlan(noise_multiplier=sigma, sample_rate=q, steps=steps, max_grad_norm=settings.max_grad_norm, delta=delta,
-                  accountant=settings.accountant, grad_sample_mode=settings.grad_sample_mode, planned_steps=planned)  # fmt: skip
+                  accountant=settings.accountant, grad_sample_mode=settings.grad_sample_mode, planned_steps=planned,
+                  ghost_above_mib=settings.ghost_above_mib)  # fmt: skip
 
 
 @dataclass
@@ -257,7 +261,9 @@ class DPRound:
             dataset, device = loader.dataset, next(model.parameters()).device
             rows = default_collate([dataset[i] for i in check_rows(dataset.present)])
             inputs = {k: rows[k].to(device) for k in [*model.modalities, "present"]}
-            mode, _ = choose_grad_sample_mode(model, inputs, rows["label"].to(device))  # the choice is logged there
+            mode, _ = choose_grad_sample_mode(model, inputs, rows["label"].to(device),  # the choice is logged there
+                                              batch_size=plan.sample_rate * len(dataset),
+                                              ghost_above_bytes=plan.ghost_above_mib * 2**20)  # fmt: skip
         self.grad_sample_mode = mode
         if mode == GHOST:
             extra = sorted({type(m).__name__ for m in model.auxiliary_modules()})

@@ -117,7 +117,10 @@ class PrivacySettings:
             ``ghost`` (ghost clipping: per-row gradient norms without per-row gradients, two
             backward passes; refused on heads with an auxiliary loss), or
             ``auto``: ``ew`` where its per-sample gradients are checked right on the model, else
-            ``hooks`` (:mod:`client.grad_sample_choice`).
+            ``hooks``, and ``ghost`` where they would pass ``ghost_above_mib`` and ghost
+            clipping's norms are checked on the model (:mod:`client.grad_sample_choice`).
+        ghost_above_mib: under ``auto``, the size of one expected batch's per-sample
+            gradients above which ghost clipping, which never holds them, is preferred.
         ledger_dir: where each site keeps ``<site>/ledger.jsonl``; ``None``: the run folder's
             ``privacy/`` (a deployed site's ``state-dir`` always wins).
     """
@@ -132,6 +135,7 @@ class PrivacySettings:
     plan_margin: float = 0.1
     plan_rounds: int | None = None
     grad_sample_mode: str = "hooks"
+    ghost_above_mib: float = 4096.0
     ledger_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -165,6 +169,8 @@ class PrivacySettings:
         if self.grad_sample_mode not in GRAD_SAMPLE_MODES:
             problems.append(f"privacy.grad_sample_mode: unknown {self.grad_sample_mode!r}; expected one of "
                             f"{list(GRAD_SAMPLE_MODES)}")  # fmt: skip
+        if not self.ghost_above_mib > 0:
+            problems.append(f"privacy.ghost_above_mib must be > 0 (MiB); got {self.ghost_above_mib!r}")
         if problems:
             raise ValueError("; ".join(problems))
 

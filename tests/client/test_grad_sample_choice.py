@@ -8,6 +8,7 @@ from torch import nn
 
 from client import grad_sample_choice
 from client.grad_sample_choice import choose_grad_sample_mode, ew_disagreement
+from client.settings import PrivacySettings
 from fusion_models.model import ModelSpec, build_model
 
 
@@ -84,3 +85,57 @@ def test_the_check_runs_once_per_model_layout(monkeypatch):
     for seed in (0, 1):  # other weights, same layout
         assert choose_grad_sample_mode(build_model(model.spec, seed=seed), _inputs())[0] == "ew"
     assert calls == [1]
+
+
+class _Tied(nn.Module):
+    """One linear layer used twice per row: ghost clipping refuses tied parameters."""
+
+    modalities = ["tabular"]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(5, 5)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.linear(self.linear(batch["tabular"])).sum(dim=1, keepdim=True)
+
+
+def _small_model():
+    return build_model(_spec({"name": "cnn_small", "channels": [8, 16], "num_groups": 4}), seed=0)
+
+
+def test_ghost_norms_are_checked_against_a_per_row_backward_pass():
+    assert grad_sample_choice.ghost_disagreement(_small_model(), _inputs()) is None
+    tabular = {"tabular": _inputs()["tabular"], "present": torch.ones(2, 1, dtype=torch.bool)}
+    assert "per-row gradient norms are off by" in grad_sample_choice.ghost_disagreement(_BatchCoupled(), tabular)
+    assert "ghost clipping failed on this model: NotImplementedError" in grad_sample_choice.ghost_disagreement(
+        _Tied(), tabular)
+
+
+def test_ghost_is_refused_on_heads_with_an_auxiliary_batch_loss():
+    model = build_model(_spec({"name": "cnn_small", "channels": [8, 16], "num_groups": 4}, "mm_dynamics"), seed=0)
+    assert "auxiliary loss over the batch" in grad_sample_choice.ghost_disagreement(model, _inputs())
+
+
+def test_auto_takes_ghost_only_where_the_per_sample_gradients_pass_the_bound():
+    model = _small_model()
+    size = grad_sample_choice.per_sample_gradient_bytes(model, 256)
+    assert size == 256 * 4 * sum(p.numel() for p in model.parameters())
+    mode, why = choose_grad_sample_mode(model, _inputs(), batch_size=256, ghost_above_bytes=size - 1)
+    assert mode == "ghost" and "ghost clipping's per-row gradient norms equal a per-row backward pass on 2 rows" in why
+    assert choose_grad_sample_mode(model, _inputs(), batch_size=256, ghost_above_bytes=size)[0] == "ew"
+
+
+def test_auto_falls_back_from_ghost_with_the_reason():
+    model = build_model(_spec({"name": "cnn_small", "channels": [8, 16], "num_groups": 4}, "mm_dynamics"), seed=0)
+    mode, why = choose_grad_sample_mode(model, _inputs(), torch.tensor([0.0, 1.0]), batch_size=256, ghost_above_bytes=1)
+    assert mode == "ew" and "not ghost clipping:" in why and "auxiliary loss over the batch" in why
+
+
+def test_auto_takes_ghost_on_densenet_at_the_default_dp_batch():
+    """MONAI's DenseNet121 at privacy=dp's batch of 256: 7 GB of per-sample gradients, over the default 4 GiB."""
+    model = build_model(_spec({"name": "densenet121", "num_groups": 8}), seed=0)
+    bound = PrivacySettings(name="dp", target_epsilon=5.0).ghost_above_mib * 2**20
+    assert choose_grad_sample_mode(model, _inputs(), batch_size=64, ghost_above_bytes=bound)[0] == "hooks"
+    mode, why = choose_grad_sample_mode(model, _inputs(), batch_size=256, ghost_above_bytes=bound)
+    assert mode == "ghost", why

@@ -281,6 +281,22 @@ def test_auto_records_the_mode_it_chose_for_the_model(tmp_path):
     assert PrivacyLedger.open(tmp_path, "a").entries[-1].grad_sample_mode == "ew"  # checked right on this MLP
 
 
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+def test_auto_takes_ghost_clipping_where_the_per_sample_gradients_pass_the_bound(tmp_path, monkeypatch):
+    from client import grad_sample_choice
+
+    monkeypatch.setattr(grad_sample_choice, "_CHOSEN", {})
+    settings = PrivacySettings(name="dp", noise_multiplier=1.0, budget=50.0, grad_sample_mode="auto",
+                               ghost_above_mib=0.01)  # about 10 kB: less than 16 rows' per-sample gradients  # fmt: skip
+    model = _image_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    result = train_round(model, _image_dataset(48), make_task("binary"), TRAIN, seed=0, device=CPU,
+                         privacy=_privacy(tmp_path, settings))  # fmt: skip
+    assert result.steps == 3 and result.epsilon > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert PrivacyLedger.open(tmp_path, "a").entries[-1].grad_sample_mode == "ghost"
+
+
 def test_a_dp_run_at_epsilon_8_learns_clearly_above_chance(tmp_path):
     train_set, test_set = _dataset(600, seed=0, noise=0.3), _dataset(300, seed=1, noise=0.3)
     model = _model()
