@@ -18,7 +18,10 @@ engine and the ClientApps all start from nothing) and watches the run folder fro
 Times come from the files' modification times, written by the ServerApp as things happen
 (Flower's streamed log arrives in bursts). Each run also records, from the SuperLink's access
 log, when ``flwr run`` submitted the app and when the engine process asked for its task
-(``steps_s``), to see which step between ``ready`` and ``statistics done`` moved.
+(``steps_s``), to see which step between ``ready`` and ``statistics done`` moved, and where
+the host's CPU time went from the start to round 1 (``cpu_to_first_round_s``: the run's
+process tree, other processes, the hypervisor's steal, idle; :mod:`benchmarks.host_cpu`),
+so that a slow run on a shared machine can be told from slow code.
 
 Usage: ``python -m benchmarks.startup --label before`` (``--repeats``, ``--rounds``,
 ``--max-samples``, ``--keep-runs`` to keep the run folders, extra Hydra overrides after
@@ -47,6 +50,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from benchmarks.host_cpu import HostCpu
 from benchmarks.provenance import git_commit, uncommitted_changes
 
 __all__ = ["time_run", "main", "PHASES"]
@@ -118,7 +122,8 @@ def time_run(overrides: list[str], run_dir: Path, env: dict[str, str], *, timeou
     submitted = run_dir / "flower_run_config.toml"
     stats_file, progress = run_dir / "federated" / "site_statistics.json", run_dir / "federated" / "progress.json"
     start, wall_start = time.monotonic(), time.time()
-    ready, rounds = None, {}
+    ready, rounds, cpu = None, {}, None
+    host = HostCpu()
     with output.open("w") as out:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)  # fmt: skip
@@ -132,6 +137,8 @@ def time_run(overrides: list[str], run_dir: Path, env: dict[str, str], *, timeou
                 done, stamp = _round_of(progress), _mtime(progress)
                 if done is not None and stamp is not None:
                     rounds.setdefault(done, stamp - wall_start)
+                    if done == 1 and cpu is None:
+                        cpu = host.split(process.pid)
                 time.sleep(0.02)
         finally:
             if process.poll() is None:
@@ -152,6 +159,7 @@ def time_run(overrides: list[str], run_dir: Path, env: dict[str, str], *, timeou
         "total_s": total,
         "rounds_done_s": {str(k): v for k, v in sorted(rounds.items())},
         "steps_s": _log_steps(run_dir / "logs" / "superlink.log", wall_start),
+        "cpu_to_first_round_s": cpu,
     }
 
 
@@ -187,8 +195,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for k in range(args.warmup + args.repeats):
             counted = k >= args.warmup
             result = time_run(overrides, work / f"run_{k}", env)
+            cpu = result["cpu_to_first_round_s"] or {}
             print(f"{'run' if counted else 'warm-up'} {k + 1}: " + ", ".join(
-                f"{key.removesuffix('_s')} {result[key]:.1f} s" for key in PHASES), flush=True)  # fmt: skip
+                f"{key.removesuffix('_s')} {result[key]:.1f} s" for key in PHASES) + "; CPU s to round 1: "
+                + ", ".join(f"{k} {v}" for k, v in cpu.items()), flush=True)  # fmt: skip
             if counted:
                 runs.append(result)
     finally:
