@@ -135,7 +135,7 @@ class PrivacySettings:
     plan_margin: float = 0.1
     plan_rounds: int | None = None
     grad_sample_mode: str = "hooks"
-    ghost_above_mib: float = 4096.0
+    ghost_above_mib: float = 2048.0
     ledger_dir: str | None = None
 
     def __post_init__(self) -> None:
