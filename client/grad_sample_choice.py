@@ -14,8 +14,8 @@ losses), so each row's gradient is its own and every parameter training reaches 
 
 Ghost clipping never holds per-sample gradients (one per row of the batch, each the size of
 the trained parameters: 7.2 GB for MONAI's DenseNet121 at a batch of 256) and is the faster
-mode there (``benchmarks/results/dp_step_time``), but slower on small models, whose
-per-sample gradients are cheap. Its check compares the per-row gradient norms of its first
+mode there (``benchmarks/results/dp_step_time``), but slower than the best mode on nearly
+every small model, whose per-sample gradients are cheap. Its check compares the per-row gradient norms of its first
 backward pass with those of the per-row passes; its second pass is an ordinary backward.
 """
 
