@@ -30,7 +30,7 @@ from flwr.common.logger import log
 from torch import nn
 
 __all__ = ["AUTO", "CHECK_ROWS", "check_rows", "choose_grad_sample_mode", "ew_disagreement", "ghost_disagreement",
-           "per_sample_gradient_bytes"]
+           "ghost_refusal", "per_sample_gradient_bytes"]
 
 AUTO = "auto"
 #: Rows of the site's training split the check runs on.
@@ -105,12 +105,20 @@ def ew_disagreement(model: nn.Module, batch: dict[str, torch.Tensor], label: tor
     return None
 
 
-def ghost_disagreement(model: nn.Module, batch: dict[str, torch.Tensor]) -> str | None:
-    """Why ghost clipping cannot be used on ``model`` (``None``: the per-row gradient norms of
-    its first backward pass equal those of one backward pass per row of ``batch``, to rtol 1e-4)."""
+def ghost_refusal(model: nn.Module) -> str | None:
+    """Why ghost clipping cannot clip ``model`` at all (``None``: no module adds a batch-mean auxiliary loss)."""
     auxiliary = sorted({type(m).__name__ for m in getattr(model, "auxiliary_modules", list)()})
     if auxiliary:
         return f"{', '.join(auxiliary)} adds an auxiliary loss over the batch, which ghost clipping cannot clip row by row"
+    return None
+
+
+def ghost_disagreement(model: nn.Module, batch: dict[str, torch.Tensor]) -> str | None:
+    """Why ghost clipping cannot be used on ``model`` (``None``: the per-row gradient norms of
+    its first backward pass equal those of one backward pass per row of ``batch``, to rtol 1e-4)."""
+    refusal = ghost_refusal(model)
+    if refusal:
+        return refusal
     from opacus.grad_sample import GradSampleModuleFastGradientClipping
 
     loop = _per_row_gradients(model, batch, None)

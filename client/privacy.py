@@ -38,7 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data._utils.collate import default_collate
 
-from client.grad_sample_choice import AUTO, check_rows, choose_grad_sample_mode
+from client.grad_sample_choice import AUTO, check_rows, choose_grad_sample_mode, ghost_refusal
 from client.ledger import History, PrivacyLedger, merged_history
 from client.settings import PrivacySettings, TrainSettings
 
@@ -266,10 +266,9 @@ class DPRound:
                                               ghost_above_bytes=plan.ghost_above_mib * 2**20)  # fmt: skip
         self.grad_sample_mode = mode
         if mode == GHOST:
-            extra = sorted({type(m).__name__ for m in model.auxiliary_modules()})
-            if extra:
-                raise PrivacyRefused(f"privacy.grad_sample_mode=ghost: {', '.join(extra)} adds an auxiliary loss over "
-                                     f"the batch, which ghost clipping cannot clip row by row; use auto, hooks or ew")  # fmt: skip
+            refusal = ghost_refusal(model)
+            if refusal:
+                raise PrivacyRefused(f"privacy.grad_sample_mode=ghost: {refusal}; use auto, hooks or ew")
         module = TensorArguments(model) if mode == "ew" else model
         made = self.engine.make_private(
             module=module, optimizer=optimizer, data_loader=loader, noise_multiplier=plan.noise_multiplier,
