@@ -24,8 +24,9 @@ from pathlib import Path
 import tomli_w
 
 from simulation.app_bundle import stage_app
+from simulation.ports import free_port
 
-__all__ = ["FederationError", "FederationEngine", "federation_engine", "client_cpus", "flower_environment", "free_port",
+__all__ = ["FederationError", "FederationEngine", "federation_engine", "client_cpus", "flower_environment",
            "stop_process_group", "stop_pid", "alive", "descendants"]  # fmt: skip
 
 _STARTUP_TIMEOUT_S = 60.0
@@ -33,13 +34,6 @@ _STARTUP_TIMEOUT_S = 60.0
 
 class FederationError(RuntimeError):
     """The federated run failed; the message says where its logs are."""
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def flower_environment(flwr_home: Path, *, ray_address: str | None = None) -> dict[str, str]:
@@ -157,6 +151,11 @@ def _wait_until_listening(port: int, process: subprocess.Popen, log_file: Path, 
     raise FederationError(f"{what} did not listen on 127.0.0.1:{port} within {_STARTUP_TIMEOUT_S:.0f} s; see {log_file}")
 
 
+#: The head's other listening servers, given ports from :func:`free_port` like the GCS.
+_RAY_PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--runtime-env-agent-port",
+                   "--metrics-export-port", "--dashboard-agent-grpc-port", "--dashboard-agent-listen-port")  # fmt: skip
+
+
 class _RayHead:
     """A one-node Ray cluster for the simulation engine, started at construction.
 
@@ -177,6 +176,8 @@ class _RayHead:
             "--num-cpus", str(os.cpu_count() or 1),
             # Ray's client server is not used, but `ray start` always runs one: a free port, not 10001
             "--include-dashboard", "false", "--ray-client-server-port", str(free_port()), "--disable-usage-stats",
+            # Ray would pick these itself from the ephemeral range, which its own connections share
+            *(arg for flag in _RAY_PORT_FLAGS for arg in (flag, str(free_port()))),
             "--temp-dir", str(self.temp_dir),
         ]  # fmt: skip
         with log_file.open("ab") as log:

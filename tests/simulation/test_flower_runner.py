@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from simulation import flower_runner
+from simulation import flower_runner, ports
 from simulation.flower_runner import FederationError, alive, client_cpus, descendants, federation_engine, stop_pid
 from tests.simulation.test_simulate_e2e import kill_leftovers
 
@@ -46,6 +46,26 @@ def test_stop_pid_stops_a_process_that_is_not_our_child_and_its_children(tmp_pat
     stopped = stop_pid(pid, grace_s=10)
     assert pid in stopped and child[0] in stopped
     assert not alive(pid) and not alive(child[0])
+
+
+def _listening_ports(pids: list[int]) -> set[int]:
+    """TCP ports the processes ``pids`` listen on, from /proc/net/tcp{,6} and their open files."""
+    inodes = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return found
 
 
 def _children(pid: int) -> list[int]:
@@ -86,7 +106,14 @@ def test_the_engine_joins_the_ray_head_which_is_stopped_with_all_its_processes(t
                                 capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
         assert float(joined.stdout.split()[-1]) == os.cpu_count()
         ray_processes = [head.process.pid, *descendants(head.process.pid)]
+        # `ray start --block` kills the rest and exits when one of its processes dies
+        assert head.process.poll() is None, head.log_file.read_text()[-3000:]
         assert len(ray_processes) >= 4  # the head, GCS, raylet and Ray's Python helpers
+        # every server of the head on a port handed out below the ephemeral range, none Ray's pick
+        ephemeral_low = int(ports.EPHEMERAL_RANGE_FILE.read_text().split()[0])
+        listening = _listening_ports(ray_processes)
+        assert head.port in listening
+        assert all(ports.LOWEST_PORT <= port < ephemeral_low for port in listening), sorted(listening)
     assert not any(alive(pid) for pid in ray_processes)
     assert not head.temp_dir.exists()
     assert not kill_leftovers(f"FEDFUSION_TEST_RUN={marker}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from simulation.flower_runner import free_port
+from simulation.ports import free_port
 from simulation.prepare import prepare_sites
 from tests.conftest import write_image_sites
 from tests.simulation.test_prepare import _config
