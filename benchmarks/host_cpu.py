@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["HostCpu", "tree_cpu_s"]
+__all__ = ["HostCpu", "tree_cpu_s", "between"]
 
 PROC = Path("/proc")
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -77,3 +77,16 @@ class HostCpu:
         own = sum(a - b for a, b in zip(os.times()[:2], self.own_start[:2]))
         return {"tree": round(tree, 2), "others": round(max(used["busy"] - tree - own, 0.0), 2),
                 "steal": round(used["steal"], 2), "idle": round(used["idle"], 2)}  # fmt: skip
+
+
+def between(marks: list[tuple[str, dict[str, float | None]]]) -> dict[str, dict[str, float | None]]:
+    """Per phase, the CPU seconds of each kind spent since the previous mark: ``marks`` are
+    ``(phase, split)`` in time order, each split cumulative from the same :class:`HostCpu`."""
+    phases: dict[str, dict[str, float | None]] = {}
+    previous: dict[str, float | None] = {}
+    for phase, split in marks:
+        phases[phase] = {kind: None if value is None or (previous and previous.get(kind) is None)
+                         else round(value - (previous.get(kind) or 0.0), 2)
+                         for kind, value in split.items()}  # fmt: skip
+        previous = split
+    return phases

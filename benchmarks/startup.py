@@ -21,7 +21,9 @@ log, when ``flwr run`` submitted the app and when the engine process asked for i
 (``steps_s``), to see which step between ``ready`` and ``statistics done`` moved, and where
 the host's CPU time went from the start to round 1 (``cpu_to_first_round_s``: the run's
 process tree, other processes, the hypervisor's steal, idle; :mod:`benchmarks.host_cpu`),
-so that a slow run on a shared machine can be told from slow code.
+so that a slow run on a shared machine can be told from slow code, and the same split per
+phase (``cpu_by_phase_s``: until ready, ready to statistics, statistics to round 1), which
+shows where the two cores wait on one process.
 
 Usage: ``python -m benchmarks.startup --label before`` (``--repeats``, ``--rounds``,
 ``--max-samples``, ``--keep-runs`` to keep the run folders, extra Hydra overrides after
@@ -50,7 +52,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from benchmarks.host_cpu import HostCpu
+from benchmarks.host_cpu import HostCpu, between
 from benchmarks.provenance import git_commit, uncommitted_changes
 
 __all__ = ["time_run", "main", "PHASES"]
@@ -122,7 +124,7 @@ def time_run(overrides: list[str], run_dir: Path, env: dict[str, str], *, timeou
     submitted = run_dir / "flower_run_config.toml"
     stats_file, progress = run_dir / "federated" / "site_statistics.json", run_dir / "federated" / "progress.json"
     start, wall_start = time.monotonic(), time.time()
-    ready, rounds, cpu = None, {}, None
+    ready, rounds, cpu, marks = None, {}, None, []
     host = HostCpu()
     with output.open("w") as out:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -134,11 +136,15 @@ def time_run(overrides: list[str], run_dir: Path, env: dict[str, str], *, timeou
                     raise RuntimeError(f"the run passed {timeout_s:.0f} s; see {output}")
                 if ready is None and submitted.exists():
                     ready = now
+                    marks.append(("to_ready", host.split(process.pid)))
+                if len(marks) == 1 and stats_file.exists():
+                    marks.append(("ready_to_statistics", host.split(process.pid)))
                 done, stamp = _round_of(progress), _mtime(progress)
                 if done is not None and stamp is not None:
                     rounds.setdefault(done, stamp - wall_start)
                     if done == 1 and cpu is None:
                         cpu = host.split(process.pid)
+                        marks.append(("statistics_to_first_round", cpu))
                 time.sleep(0.02)
         finally:
             if process.poll() is None:
@@ -160,6 +166,7 @@ def time_run(overrides: list[str], run_dir: Path, env: dict[str, str], *, timeou
         "rounds_done_s": {str(k): v for k, v in sorted(rounds.items())},
         "steps_s": _log_steps(run_dir / "logs" / "superlink.log", wall_start),
         "cpu_to_first_round_s": cpu,
+        "cpu_by_phase_s": between(marks),
     }
 
 
@@ -198,7 +205,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cpu = result["cpu_to_first_round_s"] or {}
             print(f"{'run' if counted else 'warm-up'} {k + 1}: " + ", ".join(
                 f"{key.removesuffix('_s')} {result[key]:.1f} s" for key in PHASES) + "; CPU s to round 1: "
-                + ", ".join(f"{k} {v}" for k, v in cpu.items()), flush=True)  # fmt: skip
+                + ", ".join(f"{k} {v}" for k, v in cpu.items()) + "; idle core-s by phase: "
+                + ", ".join(f"{phase} {split['idle']}" for phase, split in result["cpu_by_phase_s"].items()),
+                flush=True)  # fmt: skip
             if counted:
                 runs.append(result)
     finally:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from benchmarks.host_cpu import PROC, HostCpu, tree_cpu_s
+from benchmarks.host_cpu import PROC, HostCpu, between, tree_cpu_s
 
 pytestmark = pytest.mark.skipif(not (PROC / "stat").exists(), reason="needs Linux's /proc")
 
@@ -43,3 +43,14 @@ def test_a_gone_process_has_no_tree():
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     assert tree_cpu_s(int(done.stdout)) is None
     assert HostCpu().split(int(done.stdout))["others"] is None
+
+
+def test_phases_are_the_differences_between_consecutive_marks():
+    marks = [("a", {"tree": 1.0, "idle": 0.5}), ("b", {"tree": 3.5, "idle": 0.75}), ("c", {"tree": 4.0, "idle": 2.0})]
+    assert between(marks) == {"a": {"tree": 1.0, "idle": 0.5}, "b": {"tree": 2.5, "idle": 0.25},
+                              "c": {"tree": 0.5, "idle": 1.25}}  # fmt: skip
+
+
+def test_a_phase_after_an_unknown_figure_is_unknown():
+    marks = [("a", {"tree": 1.0, "idle": None}), ("b", {"tree": 2.0, "idle": 0.5})]
+    assert between(marks) == {"a": {"tree": 1.0, "idle": None}, "b": {"tree": 1.0, "idle": None}}
