@@ -1,6 +1,6 @@
 """Run the ServerApp and ClientApps on Flower's simulation engine, as separate processes:
 a Ray head node and a SuperLink in simulation mode that this process owns, and ``flwr run``
-against them.
+against them (its process started with them, see :mod:`simulation.flwr_run_waiter`).
 
 Every process started here is stopped by its pid (its whole process group), also when the
 run fails or is interrupted, and Flower's state lives in a temporary FLWR_HOME.
@@ -24,6 +24,7 @@ from pathlib import Path
 import tomli_w
 
 from simulation.app_bundle import stage_app
+from simulation.flwr_run_waiter import PrestartedFlwrRun
 from simulation.ports import free_port
 
 __all__ = ["FederationError", "FederationEngine", "federation_engine", "client_cpus", "flower_environment",
@@ -265,8 +266,10 @@ class FederationEngine:
     """Flower's simulation engine for one run folder: a Ray head and a SuperLink started when
     the engine is (see :func:`federation_engine`), and :meth:`run`, which submits the app."""
 
-    def __init__(self, run_dir: Path, flwr_home: Path, superlink: _SimulationSuperLink, ray_head: _RayHead) -> None:
+    def __init__(self, run_dir: Path, flwr_home: Path, superlink: _SimulationSuperLink, ray_head: _RayHead,
+                 flwr_run: PrestartedFlwrRun) -> None:  # fmt: skip
         self.run_dir, self.flwr_home, self.superlink, self.ray_head = run_dir, flwr_home, superlink, ray_head
+        self.flwr_run = flwr_run
         self.submitted = False
 
     def run(
@@ -295,19 +298,20 @@ class FederationEngine:
         cpus = client_cpus(num_sites, rounds=rounds)
         staged = stage_app(app_dir, self.flwr_home / "app")
         self.ray_head.wait_listening()
-        command = [
-            _bin("flwr"), "run", str(staged), self.superlink.connection(),
+        args = [
+            "run", str(staged), self.superlink.connection(),
             "--run-config", str(config_file),
             "--federation-config", f"num-supernodes={num_sites} client-resources-num-cpus={cpus}",
             "--stream",
         ]  # fmt: skip
-        _stream(command, self.flwr_home, self.run_dir / "logs" / "flwr_run.log", on_line, timeout_s)
+        _stream(self.flwr_run.start(args), self.run_dir / "logs" / "flwr_run.log", on_line, timeout_s)
 
 
 @contextmanager
 def federation_engine(run_dir: Path) -> Iterator[FederationEngine]:
-    """Start a Ray head and a SuperLink for a run in ``run_dir`` now, so that they start while
-    the caller prepares the sites; both stopped by their pids on exit, also after an error.
+    """Start a Ray head, a SuperLink and the ``flwr run`` process for a run in ``run_dir`` now,
+    so that they start while the caller prepares the sites; all stopped by their pids on exit,
+    also after an error.
     Their logs go to ``run_dir/logs``, which is removed again when nothing was submitted (a
     run that failed on its data leaves no Flower logs to read)."""
     log_dir = run_dir / "logs"
@@ -319,11 +323,14 @@ def federation_engine(run_dir: Path) -> Iterator[FederationEngine]:
         ray_head = _RayHead(flwr_home, log_dir / "ray_head.log")
         try:
             superlink = _SimulationSuperLink(flwr_home, log_dir / "superlink.log", ray_address=ray_head.address)
+            flwr_run = PrestartedFlwrRun(flower_environment(flwr_home))
             try:
-                engine = FederationEngine(run_dir, flwr_home, superlink, ray_head)
+                engine = FederationEngine(run_dir, flwr_home, superlink, ray_head, flwr_run)
                 yield engine
             finally:
-                stop_process_group(superlink.process)  # first: its engine leaves the cluster
+                if flwr_run.process.returncode is None:  # not yet reaped by the run
+                    stop_process_group(flwr_run.process)
+                stop_process_group(superlink.process)  # then: its engine leaves the cluster
         finally:
             ray_head.stop()
     finally:
@@ -333,14 +340,10 @@ def federation_engine(run_dir: Path) -> Iterator[FederationEngine]:
 
 
 def _stream(
-    command: list[str], flwr_home: Path, log_path: Path, on_line: Callable[[str], None] | None, timeout_s: float
+    process: subprocess.Popen, log_path: Path, on_line: Callable[[str], None] | None, timeout_s: float
 ) -> None:
     deadline = time.monotonic() + timeout_s
     with log_path.open("w") as log:
-        process = subprocess.Popen(
-            command, env=flower_environment(flwr_home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, text=True, start_new_session=True,
-        )  # fmt: skip
         try:
             for line in process.stdout or ():
                 log.write(line)
