@@ -62,7 +62,9 @@ def test_the_readme_recipe_trains_evaluates_and_stops_what_it_started(tmp_path):
         result = subprocess.run(["bash", "-eo", "pipefail", "-c", script], cwd=REPO, env=env, capture_output=True,
                                 text=True, timeout=600, stdin=subprocess.DEVNULL)  # fmt: skip
     finally:
-        leftovers = kill_leftovers(f"FEDFUSION_TEST_RUN={marker}")
+        # one still finishing its shutdown is not left running (seen once on a loaded machine:
+        # one process of the run, gone by the time anyone looked, remained at the check)
+        leftovers = kill_leftovers(f"FEDFUSION_TEST_RUN={marker}", grace_s=15.0)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert not leftovers, f"processes left running after `fedfusion superlink stop`: {leftovers}"

@@ -39,11 +39,16 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
-def kill_leftovers(marker: str) -> list[int]:
-    """Kill (by pid) every process whose environment holds ``marker``; returns their pids.
+def kill_leftovers(marker: str, *, grace_s: float = 0.0) -> list[int]:
+    """Kill (by pid) every process whose environment holds ``marker``, after giving them up to
+    ``grace_s`` to exit by themselves (one still finishing its shutdown is not left running);
+    returns their pids.
 
     Called before asserting that none is left, so one failure does not leak into other tests.
     """
+    deadline = time.monotonic() + grace_s
+    while _processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
     leftovers = _processes_with(marker)
     for pid in leftovers:
         try:
