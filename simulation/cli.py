@@ -128,9 +128,16 @@ def main() -> None:
         return
     command, rest = args[0], args[1:]
     if command == "simulate":
-        _exit_if_overrides_do_not_compose(rest)
-        sys.argv = [f"fedfusion {command}", *rest]
-        _simulate_main()
+        from simulation.flower_runner import discard_prestarted, prestart_federation
+
+        if not any(a.startswith("-") for a in rest):  # a run: not --cfg, --help or --multirun
+            prestart_federation()  # before the config and the data, on the core they leave idle
+        try:
+            _exit_if_overrides_do_not_compose(rest)
+            sys.argv = [f"fedfusion {command}", *rest]
+            _simulate_main()
+        finally:
+            discard_prestarted()
         return
     if command == "sweep":
         from simulation.sweep import main as sweep_main

@@ -1,6 +1,8 @@
 """Run the ServerApp and ClientApps on Flower's simulation engine, as separate processes:
-a Ray head node and a SuperLink in simulation mode that this process owns, and ``flwr run``
-against them (its process started with them, see :mod:`simulation.flwr_run_waiter`).
+a Ray head node (:mod:`simulation.ray_head`) and a SuperLink in simulation mode that this process
+owns, and ``flwr run`` against them (its process started with them, see
+:mod:`simulation.flwr_run_waiter`). ``fedfusion simulate`` starts all three before it reads its
+config (:func:`prestart_federation`); the run's :func:`federation_engine` takes them over.
 
 Every process started here is stopped by its pid (its whole process group), also when the
 run fails or is interrupted, and Flower's state lives in a temporary FLWR_HOME.
@@ -11,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,15 +26,15 @@ import tomli_w
 from simulation.app_bundle import stage_app
 from simulation.flwr_run_waiter import PrestartedFlwrRun
 from simulation.ports import free_port
+from simulation.processes import FederationError, stop_process_group, venv_bin, wait_until_listening
+from simulation.ray_head import RayHead
 
 __all__ = ["FederationError", "FederationEngine", "federation_engine", "client_cpus", "flower_environment",
-           "stop_process_group", "stop_pid", "alive", "descendants"]  # fmt: skip
+           "prestart_federation", "discard_prestarted"]  # fmt: skip
 
-_STARTUP_TIMEOUT_S = 60.0
-
-
-class FederationError(RuntimeError):
-    """The federated run failed; the message says where its logs are."""
+#: Flower's setting for SuperExec's wait between two asks for work (``flwr.supercore.superexec``).
+SUPEREXEC_POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
+SUPEREXEC_POLL_S = 0.1
 
 
 def flower_environment(flwr_home: Path, *, ray_address: str | None = None) -> dict[str, str]:
@@ -52,6 +52,9 @@ def flower_environment(flwr_home: Path, *, ray_address: str | None = None) -> di
             # Ray would start a worker per core for tasks; the ClientApp actor needs a worker
             # with Flower's runtime_env anyway, so those only compete with it for the cores.
             "RAY_prestart_worker_first_driver": "0",
+            # SuperExec asks the SuperLink for a submitted run every second (Flower's default),
+            # so the engine process started on average 0.5 s after the submission.
+            SUPEREXEC_POLL_ENV: str(SUPEREXEC_POLL_S),
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -61,149 +64,6 @@ def flower_environment(flwr_home: Path, *, ray_address: str | None = None) -> di
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
-
-def _bin(name: str) -> str:
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
-
-
-def descendants(pid: int) -> list[int]:
-    """Pids of every living descendant of ``pid`` (from /proc), children before grandchildren."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry.name))
-    found, queue = [], [pid]
-    while queue:
-        for child in children.get(queue.pop(0), []):
-            found.append(child)
-            queue.append(child)
-    return found
-
-
-def _signal(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs: it exists and is not a zombie waiting for its parent to reap it."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _wait_gone(pids: list[int], grace_s: float) -> None:
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(alive(p) for p in pids):
-        time.sleep(0.2)
-
-
-def stop_process_group(process: subprocess.Popen, *, grace_s: float = 10.0) -> None:
-    """Stop ``process`` and every process it started, by pid: Flower detaches its helpers into
-    new sessions, so a process-group kill alone would leave them running."""
-    family = descendants(process.pid)
-    if process.poll() is None:
-        _signal([process.pid], signal.SIGTERM)
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-    family += [p for p in descendants(process.pid) if p not in family]
-    _signal(family, signal.SIGTERM)
-    _wait_gone(family, grace_s)
-    _signal([process.pid, *family], signal.SIGKILL)
-    process.wait()
-
-
-def stop_pid(pid: int, *, grace_s: float = 10.0) -> list[int]:
-    """Stop a process that is not our child (a detached SuperLink) and its descendants, by
-    pid: SIGTERM first, SIGKILL after ``grace_s``. Returns the pids that were signalled."""
-    family = descendants(pid)
-    _signal([pid], signal.SIGTERM)
-    _wait_gone([pid], grace_s)
-    family += [p for p in descendants(pid) if p not in family]
-    _signal(family, signal.SIGTERM)
-    _wait_gone(family, grace_s)
-    _signal([pid, *family], signal.SIGKILL)
-    _wait_gone([pid, *family], 2.0)
-    return [pid, *family]
-
-
-def _wait_until_listening(port: int, process: subprocess.Popen, log_file: Path, *, what: str = "the SuperLink") -> None:
-    deadline = time.monotonic() + _STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise FederationError(f"{what} exited with code {process.returncode}; see {log_file}")
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise FederationError(f"{what} did not listen on 127.0.0.1:{port} within {_STARTUP_TIMEOUT_S:.0f} s; see {log_file}")
-
-
-#: The head's other listening servers, given ports from :func:`free_port` like the GCS.
-_RAY_PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--runtime-env-agent-port",
-                   "--metrics-export-port", "--dashboard-agent-grpc-port", "--dashboard-agent-listen-port")  # fmt: skip
-
-
-class _RayHead:
-    """A one-node Ray cluster for the simulation engine, started at construction.
-
-    Flower's engine would start Ray itself (six processes, 3-4 s on 2 cores) only after the
-    SuperLink, ``flwr run`` and its own imports, and stop it again at the end (about 4 s).
-    Started here beside the SuperLink, Ray comes up while the sites are prepared; the engine
-    joins it through ``RAY_ADDRESS`` and, at the end, only disconnects.
-    """
-
-    def __init__(self, flwr_home: Path, log_file: Path) -> None:
-        self.port, self.log_file = free_port(), log_file
-        # Ray's own temp folder, short: its Unix socket paths must stay under 108 bytes.
-        self.temp_dir = Path(tempfile.mkdtemp(prefix="fedfusion-ray-"))
-        command = [
-            # no --node-ip-address: `ray start` resolves 127.0.0.1 to the node's address anyway
-            _bin("ray"), "start", "--head", "--block", "--port", str(self.port),
-            # as many cores as client_cpus() shares out among the ClientApp actors
-            "--num-cpus", str(os.cpu_count() or 1),
-            # Ray's client server is not used, but `ray start` always runs one: a free port, not 10001
-            "--include-dashboard", "false", "--ray-client-server-port", str(free_port()), "--disable-usage-stats",
-            # Ray would pick these itself from the ephemeral range, which its own connections share
-            *(arg for flag in _RAY_PORT_FLAGS for arg in (flag, str(free_port()))),
-            "--temp-dir", str(self.temp_dir),
-        ]  # fmt: skip
-        with log_file.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, env=flower_environment(flwr_home), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
-
-    @property
-    def address(self) -> str:
-        """The cluster's GCS address, for ``RAY_ADDRESS``."""
-        return f"127.0.0.1:{self.port}"
-
-    def wait_listening(self) -> None:
-        """Wait until the head's GCS listens (the first of its processes, well before the rest
-        are up; the engine's ``ray.init`` waits for those). Raises :class:`FederationError` if
-        the head exits first, since the engine would then wait for it forever."""
-        _wait_until_listening(self.port, self.process, self.log_file, what="the Ray head node")
-
-    def stop(self) -> None:
-        """Stop the head and every Ray process under it, by pid; remove its temp folder."""
-        try:
-            stop_process_group(self.process)
-        finally:
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 class _SimulationSuperLink:
@@ -217,7 +77,7 @@ class _SimulationSuperLink:
         self.port, control_port = free_port(), free_port()
         self.log_file = log_file
         command = [
-            _bin("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
+            venv_bin("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
             "--host", "127.0.0.1", "--port", str(self.port),
             "--control-api-address", f"127.0.0.1:{control_port}",
             "--disable-runtime-dependency-installation",
@@ -232,7 +92,7 @@ class _SimulationSuperLink:
 
     def connection(self) -> str:
         """The connection name for ``flwr run``, once the SuperLink listens."""
-        _wait_until_listening(self.port, self.process, self.log_file)
+        wait_until_listening(self.port, self.process, self.log_file)
         return self.name
 
 
@@ -266,7 +126,7 @@ class FederationEngine:
     """Flower's simulation engine for one run folder: a Ray head and a SuperLink started when
     the engine is (see :func:`federation_engine`), and :meth:`run`, which submits the app."""
 
-    def __init__(self, run_dir: Path, flwr_home: Path, superlink: _SimulationSuperLink, ray_head: _RayHead,
+    def __init__(self, run_dir: Path, flwr_home: Path, superlink: _SimulationSuperLink, ray_head: RayHead,
                  flwr_run: PrestartedFlwrRun) -> None:  # fmt: skip
         self.run_dir, self.flwr_home, self.superlink, self.ray_head = run_dir, flwr_home, superlink, ray_head
         self.flwr_run = flwr_run
@@ -307,34 +167,97 @@ class FederationEngine:
         _stream(self.flwr_run.start(args), self.run_dir / "logs" / "flwr_run.log", on_line, timeout_s)
 
 
+class _Started:
+    """A run's FLWR_HOME, Ray head, SuperLink and waiting ``flwr run`` process, started at
+    construction with their logs in ``log_dir`` (default: the FLWR_HOME, for processes
+    started before the run folder is known; :meth:`stop` then copies the logs over)."""
+
+    def __init__(self, log_dir: Path | None = None) -> None:
+        self.flwr_home = Path(tempfile.mkdtemp(prefix="fedfusion-flwr-"))
+        self.log_dir = log_dir or self.flwr_home
+        self.ray_head: RayHead | None = None
+        self.superlink: _SimulationSuperLink | None = None
+        self.flwr_run: PrestartedFlwrRun | None = None
+        try:
+            self.ray_head = RayHead(flower_environment(self.flwr_home), self.log_dir / "ray_head.log")
+            self.superlink = _SimulationSuperLink(self.flwr_home, self.log_dir / "superlink.log",
+                                                  ray_address=self.ray_head.address)  # fmt: skip
+            self.flwr_run = PrestartedFlwrRun(flower_environment(self.flwr_home))
+        except BaseException:
+            self.stop()
+            raise
+
+    def log_to(self, log_dir: Path) -> None:
+        """Name ``log_dir``'s copies in error messages; :meth:`stop` writes them there."""
+        for process, name in ((self.ray_head, "ray_head.log"), (self.superlink, "superlink.log")):
+            if process is not None:
+                process.log_file = log_dir / name
+
+    def stop(self) -> None:
+        """Stop the ``flwr run`` process, the SuperLink (its engine leaves the cluster first),
+        then the Ray head, all by pid; copy logs written elsewhere to where :meth:`log_to` said."""
+        try:
+            if self.flwr_run is not None and self.flwr_run.process.returncode is None:  # not reaped by a run
+                stop_process_group(self.flwr_run.process)
+            if self.superlink is not None:
+                stop_process_group(self.superlink.process)
+        finally:
+            if self.ray_head is not None:
+                self.ray_head.stop()
+            for process, name in ((self.ray_head, "ray_head.log"), (self.superlink, "superlink.log")):
+                written = self.log_dir / name
+                if process is not None and process.log_file != written and written.exists():
+                    process.log_file.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(written, process.log_file)
+            shutil.rmtree(self.flwr_home, ignore_errors=True)
+
+
+#: Processes :func:`prestart_federation` started for this process's next federation.
+_waiting: _Started | None = None
+
+
+def prestart_federation() -> None:
+    """Start the next federation's Ray head, SuperLink and ``flwr run`` process now, before the
+    caller has read its config: their start-up then uses the core that the caller's own imports
+    leave idle, and SuperExec (which the SuperLink starts, and which starts the engine) is up
+    sooner. :func:`federation_engine` takes them; :func:`discard_prestarted` stops them if none does.
+    If they fail to start, nothing is kept: :func:`federation_engine` starts its own and reports why."""
+    global _waiting
+    if _waiting is None:
+        try:
+            _waiting = _Started()
+        except Exception:  # noqa: BLE001 - reported where the run needs them, with the run's logs
+            _waiting = None
+
+
+def discard_prestarted() -> None:
+    """Stop prestarted processes that no federation took (the command failed before one)."""
+    global _waiting
+    if _waiting is not None:
+        waiting, _waiting = _waiting, None
+        waiting.stop()
+
+
 @contextmanager
 def federation_engine(run_dir: Path) -> Iterator[FederationEngine]:
-    """Start a Ray head, a SuperLink and the ``flwr run`` process for a run in ``run_dir`` now,
-    so that they start while the caller prepares the sites; all stopped by their pids on exit,
-    also after an error.
+    """Start a Ray head, a SuperLink and the ``flwr run`` process for a run in ``run_dir`` now
+    (or take those :func:`prestart_federation` started), so that they start while the caller
+    prepares the sites; all stopped by their pids on exit, also after an error.
     Their logs go to ``run_dir/logs``, which is removed again when nothing was submitted (a
     run that failed on its data leaves no Flower logs to read)."""
+    global _waiting
     log_dir = run_dir / "logs"
     fresh_logs = not log_dir.exists()
     log_dir.mkdir(parents=True, exist_ok=True)
-    flwr_home = Path(tempfile.mkdtemp(prefix="fedfusion-flwr-"))
+    started, _waiting = (_waiting, None) if _waiting is not None else (_Started(log_dir), None)
+    started.log_to(log_dir)
     engine = None
     try:
-        ray_head = _RayHead(flwr_home, log_dir / "ray_head.log")
-        try:
-            superlink = _SimulationSuperLink(flwr_home, log_dir / "superlink.log", ray_address=ray_head.address)
-            flwr_run = PrestartedFlwrRun(flower_environment(flwr_home))
-            try:
-                engine = FederationEngine(run_dir, flwr_home, superlink, ray_head, flwr_run)
-                yield engine
-            finally:
-                if flwr_run.process.returncode is None:  # not yet reaped by the run
-                    stop_process_group(flwr_run.process)
-                stop_process_group(superlink.process)  # then: its engine leaves the cluster
-        finally:
-            ray_head.stop()
+        assert started.ray_head and started.superlink and started.flwr_run
+        engine = FederationEngine(run_dir, started.flwr_home, started.superlink, started.ray_head, started.flwr_run)
+        yield engine
     finally:
-        shutil.rmtree(flwr_home, ignore_errors=True)
+        started.stop()
         if fresh_logs and (engine is None or not engine.submitted):
             shutil.rmtree(log_dir, ignore_errors=True)
 

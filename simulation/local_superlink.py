@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from simulation.flower_runner import stop_pid
+from simulation.processes import stop_pid
 
 __all__ = ["LocalSuperLink", "find_local_superlinks", "superlink_command"]
 

@@ -210,9 +210,10 @@ def test_the_apps_import_flower_alone():
 
 
 def test_the_statistics_query_and_the_cli_before_submission_load_no_training_stack():
-    """The CLI submits the app, and a site answers the statistics query, before torch, MONAI,
-    scikit-learn or Opacus load (benchmarks/startup.py): they load only once a site trains or
-    the simulation scores its repeat."""
+    """The CLI submits the app, and a site answers the statistics query, without importing torch,
+    MONAI, scikit-learn or Opacus (benchmarks/startup.py): a deployed site loads them once it
+    trains, the simulation when it scores its repeat (its Ray workers preload them as they start,
+    simulation/ray_head.py)."""
     import subprocess
     import sys
     from pathlib import Path

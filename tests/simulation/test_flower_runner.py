@@ -1,19 +1,19 @@
-"""The Flower runner's pieces: actor sizing, stopping a detached process by pid, and the Ray
-head the simulation engine joins."""
+"""The Flower runner's pieces: actor sizing, the Ray head the simulation engine joins, and the
+processes started before the CLI reads its config."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from simulation import flower_runner, ports
-from simulation.flower_runner import FederationError, alive, client_cpus, descendants, federation_engine, stop_pid
+from simulation.flower_runner import client_cpus, discard_prestarted, federation_engine, prestart_federation
+from simulation.processes import alive, descendants
 from tests.simulation.test_simulate_e2e import kill_leftovers
 
 
@@ -26,26 +26,6 @@ from tests.simulation.test_simulate_e2e import kill_leftovers
 def test_short_runs_start_one_actor_per_four_cores_never_more_than_sites(cpu_count, num_sites, rounds, cpus, actors):
     assert client_cpus(num_sites, rounds=rounds, cpu_count=cpu_count) == cpus
     assert cpu_count // cpus == actors  # what Ray runs at once
-
-
-def test_stop_pid_stops_a_process_that_is_not_our_child_and_its_children(tmp_path):
-    # A detached parent (its own session, like flwr's local SuperLink) whose child would outlive it.
-    sleeper = "import time; time.sleep(300)"
-    parent = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {sleeper!r}]); time.sleep(300)"
-    # the parent must not hold the launcher's captured stdout, or run() would wait for it to exit
-    launch = (f"import subprocess, sys; "
-              f"print(subprocess.Popen([sys.executable, '-c', {parent!r}], start_new_session=True, "
-              f"stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid)")
-    launcher = subprocess.run([sys.executable, "-c", launch], capture_output=True, text=True, check=True)
-    pid = int(launcher.stdout)
-    deadline = time.monotonic() + 60  # a loaded machine starts Python slowly
-    while not _children(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    child = _children(pid)
-    assert child, "the detached parent did not start its child"
-    stopped = stop_pid(pid, grace_s=10)
-    assert pid in stopped and child[0] in stopped
-    assert not alive(pid) and not alive(child[0])
 
 
 def _listening_ports(pids: list[int]) -> set[int]:
@@ -68,29 +48,6 @@ def _listening_ports(pids: list[int]) -> set[int]:
     return found
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-        except (OSError, ValueError):
-            continue
-    return found
-
-
-def test_a_ray_head_that_exits_fails_the_run_instead_of_leaving_the_engine_waiting(tmp_path, monkeypatch):
-    real_bin = flower_runner._bin
-    monkeypatch.setattr(flower_runner, "_bin", lambda name: "false" if name == "ray" else real_bin(name))
-    head = flower_runner._RayHead(tmp_path, tmp_path / "ray_head.log")
-    try:
-        with pytest.raises(FederationError, match=r"the Ray head node exited with code 1; see .*ray_head\.log"):
-            head.wait_listening()
-    finally:
-        head.stop()
-    assert not head.temp_dir.exists()
-
-
 @pytest.mark.slow
 def test_the_engine_joins_the_ray_head_which_is_stopped_with_all_its_processes(tmp_path, monkeypatch):
     marker = uuid.uuid4().hex
@@ -100,6 +57,8 @@ def test_the_engine_joins_the_ray_head_which_is_stopped_with_all_its_processes(t
         head.wait_listening()
         superlink_env = Path(f"/proc/{engine.superlink.process.pid}/environ").read_bytes().split(b"\0")
         assert f"RAY_ADDRESS={head.address}".encode() in superlink_env
+        # inherited by SuperExec, which the SuperLink starts: it asks for a submitted run this often
+        assert f"{flower_runner.SUPEREXEC_POLL_ENV}={flower_runner.SUPEREXEC_POLL_S}".encode() in superlink_env
         # a driver joins the cluster as Flower's engine does: ray.init() with RAY_ADDRESS set
         join = "import ray; ray.init(); print(ray.cluster_resources()['CPU']); ray.shutdown()"
         joined = subprocess.run([sys.executable, "-c", join], env={**os.environ, "RAY_ADDRESS": head.address},
@@ -116,4 +75,48 @@ def test_the_engine_joins_the_ray_head_which_is_stopped_with_all_its_processes(t
         assert all(ports.LOWEST_PORT <= port < ephemeral_low for port in listening), sorted(listening)
     assert not any(alive(pid) for pid in ray_processes)
     assert not head.temp_dir.exists()
+    assert not kill_leftovers(f"FEDFUSION_TEST_RUN={marker}")
+
+
+def _family(engine_or_started) -> list[int]:
+    pids = [engine_or_started.ray_head.process.pid, engine_or_started.superlink.process.pid,
+            engine_or_started.flwr_run.process.pid]  # fmt: skip
+    return pids + [child for pid in pids for child in descendants(pid)]
+
+
+@pytest.mark.slow
+def test_a_federation_takes_the_prestarted_processes_and_keeps_their_logs(tmp_path, monkeypatch):
+    marker = uuid.uuid4().hex
+    monkeypatch.setenv("FEDFUSION_TEST_RUN", marker)
+    try:
+        prestart_federation()
+        waiting = flower_runner._waiting
+        assert waiting is not None
+        with federation_engine(tmp_path / "run") as engine:
+            assert flower_runner._waiting is None
+            assert engine.superlink is waiting.superlink and engine.flwr_run is waiting.flwr_run
+            assert engine.superlink.log_file == tmp_path / "run" / "logs" / "superlink.log"
+            engine.superlink.connection()  # listening, its log written under the FLWR_HOME
+            family = _family(engine)
+            engine.submitted = True  # a submitted run keeps its logs
+        assert not any(alive(pid) for pid in family)
+        assert not waiting.flwr_home.exists()
+        assert "SuperLink" in (tmp_path / "run" / "logs" / "superlink.log").read_text()
+        assert (tmp_path / "run" / "logs" / "ray_head.log").exists()
+    finally:
+        discard_prestarted()
+        assert not kill_leftovers(f"FEDFUSION_TEST_RUN={marker}")
+
+
+@pytest.mark.slow
+def test_prestarted_processes_no_federation_took_are_stopped(monkeypatch):
+    marker = uuid.uuid4().hex
+    monkeypatch.setenv("FEDFUSION_TEST_RUN", marker)
+    prestart_federation()
+    waiting = flower_runner._waiting
+    family = _family(waiting)
+    discard_prestarted()
+    assert flower_runner._waiting is None
+    assert not any(alive(pid) for pid in family)
+    assert not Path(waiting.flwr_home).exists()
     assert not kill_leftovers(f"FEDFUSION_TEST_RUN={marker}")

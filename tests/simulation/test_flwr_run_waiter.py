@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 
 from benchmarks.host_cpu import tree_cpu_s
-from simulation.flower_runner import flower_environment, stop_process_group
+from simulation.flower_runner import flower_environment
+from simulation.processes import stop_process_group
 from simulation.flwr_run_waiter import PrestartedFlwrRun
 
 
