@@ -23,13 +23,14 @@ def without_client_server(ray_params: Any, head: bool) -> None:
 
 
 START_HOOK = f"{__name__}.{without_client_server.__name__}"
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 #: The head's listening servers besides the GCS, given ports from :func:`free_port` like it.
 _RAY_PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--runtime-env-agent-port",
                    "--metrics-export-port", "--dashboard-agent-grpc-port", "--dashboard-agent-listen-port")  # fmt: skip
 
 #: What a ClientApp imports before its first training step (``torch._dynamo`` at torch's first
-#: optimizer): about 4 s of one core together.
+#: optimizer): about 5 s of one core together.
 ACTOR_PRELOAD_MODULES = ("torch", "torch._dynamo", "monai", "sklearn.metrics")
 
 
@@ -65,8 +66,11 @@ class RayHead:
             # the autoscaler's monitor: a Python process with nothing to scale on one fixed node
             "--no-monitor",
         ]  # fmt: skip
+        # `ray start` imports the hook: from this checkout, also when fedfusion is not installed
+        pythonpath = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
         env = {
             **env,
+            "PYTHONPATH": pythonpath,
             "RAY_START_HOOK": START_HOOK,
             # Ray's raylet setting: each worker imports these after it connects, before its first task
             "RAY_preload_python_modules": ",".join(ACTOR_PRELOAD_MODULES),
