@@ -26,7 +26,7 @@ import tomli_w
 from simulation.app_bundle import stage_app
 from simulation.flwr_run_waiter import PrestartedFlwrRun
 from simulation.ports import free_port
-from simulation.processes import FederationError, stop_process_group, venv_bin, wait_until_listening
+from simulation.processes import FederationError, stop_by_environment, stop_process_group, venv_bin, wait_until_listening
 from simulation.ray_head import RayHead
 
 __all__ = ["FederationError", "FederationEngine", "federation_engine", "client_cpus", "flower_environment",
@@ -195,7 +195,8 @@ class _Started:
 
     def stop(self) -> None:
         """Stop the ``flwr run`` process, the SuperLink (its engine leaves the cluster first),
-        then the Ray head, all by pid; copy logs written elsewhere to where :meth:`log_to` said."""
+        then the Ray head, then any process left with this FLWR_HOME, all by pid; copy logs
+        written elsewhere to where :meth:`log_to` said."""
         try:
             if self.flwr_run is not None and self.flwr_run.process.returncode is None:  # not reaped by a run
                 stop_process_group(self.flwr_run.process)
@@ -204,6 +205,8 @@ class _Started:
         finally:
             if self.ray_head is not None:
                 self.ray_head.stop()
+            # every process started here has this FLWR_HOME in its environment, also one left orphaned
+            stop_by_environment(f"FLWR_HOME={self.flwr_home}")
             for process, name in ((self.ray_head, "ray_head.log"), (self.superlink, "superlink.log")):
                 written = self.log_dir / name
                 if process is not None and process.log_file != written and written.exists():

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 __all__ = ["FederationError", "venv_bin", "descendants", "alive", "stop_process_group", "stop_pid",
-           "wait_until_listening"]  # fmt: skip
+           "processes_with_environment", "stop_by_environment", "wait_until_listening"]  # fmt: skip
 
 STARTUP_TIMEOUT_S = 60.0
 
@@ -99,6 +99,34 @@ def stop_pid(pid: int, *, grace_s: float = 10.0) -> list[int]:
     _signal([pid, *family], signal.SIGKILL)
     _wait_gone([pid, *family], 2.0)
     return [pid, *family]
+
+
+def processes_with_environment(entry: str) -> list[int]:
+    """Pids of running processes (other than this one) whose environment holds ``entry``, a whole
+    ``NAME=value`` line: ``FLWR_HOME=/tmp/a`` does not match ``FLWR_HOME=/tmp/ab``."""
+    wanted, found = entry.encode(), []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if wanted in (proc / "environ").read_bytes().split(b"\0") and alive(int(proc.name)):
+                found.append(int(proc.name))
+        except OSError:  # gone, or another user's
+            continue
+    return found
+
+
+def stop_by_environment(entry: str, *, grace_s: float = 5.0) -> list[int]:
+    """Stop, by pid, every process whose environment holds ``entry`` (SIGTERM, SIGKILL after
+    ``grace_s``) and return their pids: those whose parent exited first are no longer anyone's
+    descendants, so :func:`stop_process_group` cannot find them (a Ray process started while
+    ``ray start`` was being stopped, say)."""
+    pids = processes_with_environment(entry)
+    _signal(pids, signal.SIGTERM)
+    _wait_gone(pids, grace_s)
+    _signal(pids, signal.SIGKILL)
+    _wait_gone(pids, 2.0)
+    return pids
 
 
 def wait_until_listening(port: int, process: subprocess.Popen, log_file: Path, *, what: str = "the SuperLink") -> None:

@@ -14,6 +14,7 @@ import pytest
 from simulation import flower_runner, ports
 from simulation.flower_runner import client_cpus, discard_prestarted, federation_engine, prestart_federation
 from simulation.processes import alive, descendants
+from tests.simulation.test_processes import start_orphan
 from tests.simulation.test_simulate_e2e import kill_leftovers
 
 
@@ -115,8 +116,10 @@ def test_prestarted_processes_no_federation_took_are_stopped(monkeypatch):
     prestart_federation()
     waiting = flower_runner._waiting
     family = _family(waiting)
+    # a process of the federation whose parent exited: no one's descendant, found by its FLWR_HOME
+    orphan = start_orphan({**os.environ, "FLWR_HOME": str(waiting.flwr_home)})
     discard_prestarted()
     assert flower_runner._waiting is None
-    assert not any(alive(pid) for pid in family)
+    assert not any(alive(pid) for pid in [*family, orphan])
     assert not Path(waiting.flwr_home).exists()
     assert not kill_leftovers(f"FEDFUSION_TEST_RUN={marker}")

@@ -1,13 +1,15 @@
-"""Stopping by pid (simulation/processes.py): a detached process and the children it left."""
+"""Stopping by pid (simulation/processes.py): a detached process and the children it left, and
+processes found by an entry of their environment after their parent exited."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from simulation.processes import alive, stop_pid
+from simulation.processes import alive, processes_with_environment, stop_by_environment, stop_pid
 
 
 def test_stop_pid_stops_a_process_that_is_not_our_child_and_its_children(tmp_path):
@@ -39,3 +41,26 @@ def _children(pid: int) -> list[int]:
         except (OSError, ValueError):
             continue
     return found
+
+
+def start_orphan(env: dict[str, str]) -> int:
+    """Start a sleeping process whose parent has exited (reparented, no one's descendant); its pid."""
+    sleeper = "import time; time.sleep(300)"
+    launch = (f"import subprocess, sys; "
+              f"print(subprocess.Popen([sys.executable, '-c', {sleeper!r}], start_new_session=True, "
+              f"stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid)")
+    launcher = subprocess.run([sys.executable, "-c", launch], env=env, capture_output=True, text=True, check=True)
+    return int(launcher.stdout)
+
+
+def test_stop_by_environment_stops_orphans_holding_the_whole_entry_and_no_other(tmp_path):
+    home = tmp_path / "flwr"
+    mine = start_orphan({**os.environ, "FLWR_HOME": str(home)})
+    other = start_orphan({**os.environ, "FLWR_HOME": f"{home}-other"})  # same prefix, another value
+    try:
+        assert mine in processes_with_environment(f"FLWR_HOME={home}")
+        assert stop_by_environment(f"FLWR_HOME={home}", grace_s=5) == [mine]
+        assert not alive(mine) and alive(other)
+    finally:
+        stop_by_environment(f"FLWR_HOME={home}-other", grace_s=5)
+    assert not alive(other)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from simulation.processes import processes_with_environment
 from tests.conftest import write_image_sites
 
 pytestmark = pytest.mark.slow
@@ -27,18 +28,6 @@ OUTPUT_FILES = [
 ]  # fmt: skip
 
 
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
 def kill_leftovers(marker: str, *, grace_s: float = 0.0) -> list[int]:
     """Kill (by pid) every process whose environment holds ``marker``, after giving them up to
     ``grace_s`` to exit by themselves (one still finishing its shutdown is not left running);
@@ -47,9 +36,9 @@ def kill_leftovers(marker: str, *, grace_s: float = 0.0) -> list[int]:
     Called before asserting that none is left, so one failure does not leak into other tests.
     """
     deadline = time.monotonic() + grace_s
-    while _processes_with(marker) and time.monotonic() < deadline:
+    while processes_with_environment(marker) and time.monotonic() < deadline:
         time.sleep(0.2)
-    leftovers = _processes_with(marker)
+    leftovers = processes_with_environment(marker)
     for pid in leftovers:
         try:
             os.kill(pid, 9)
