@@ -5,8 +5,8 @@ Each repeat runs the real command in a subprocess (the SuperLink, ``flwr run``, 
 engine and the ClientApps all start from nothing) and watches the run folder from outside:
 
 - ``ready``: ``flower_run_config.toml`` appears, so the CLI has imported, loaded the data,
-  written and validated the manifests, and submits the app (the SuperLink starts beside the
-  data, when the repeat begins);
+  written and validated the manifests, and submits the app (the SuperLink, the Ray head and
+  ``flwr run`` start when the repeat begins, before the CLI reads its config);
 - ``statistics done``: ``federated/site_statistics.json`` is written, after the SuperLink,
   ``flwr run``, the simulation engine (Ray), the ServerApp, the ClientApps and the statistics
   round: round 1 starts here;
