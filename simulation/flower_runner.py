@@ -187,11 +187,15 @@ class _Started:
             self.stop()
             raise
 
+    def _logging(self) -> list[tuple[RayHead | _SimulationSuperLink, str]]:
+        """The started processes that write a log, with the log's file name."""
+        named = ((self.ray_head, "ray_head.log"), (self.superlink, "superlink.log"))
+        return [(process, name) for process, name in named if process is not None]
+
     def log_to(self, log_dir: Path) -> None:
         """Name ``log_dir``'s copies in error messages; :meth:`stop` writes them there."""
-        for process, name in ((self.ray_head, "ray_head.log"), (self.superlink, "superlink.log")):
-            if process is not None:
-                process.log_file = log_dir / name
+        for process, name in self._logging():
+            process.log_file = log_dir / name
 
     def stop(self) -> None:
         """Stop the ``flwr run`` process, the SuperLink (its engine leaves the cluster first),
@@ -207,9 +211,9 @@ class _Started:
                 self.ray_head.stop()
             # every process started here has this FLWR_HOME in its environment, also one left orphaned
             stop_by_environment(f"FLWR_HOME={self.flwr_home}")
-            for process, name in ((self.ray_head, "ray_head.log"), (self.superlink, "superlink.log")):
+            for process, name in self._logging():
                 written = self.log_dir / name
-                if process is not None and process.log_file != written and written.exists():
+                if process.log_file != written and written.exists():
                     process.log_file.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(written, process.log_file)
             shutil.rmtree(self.flwr_home, ignore_errors=True)
