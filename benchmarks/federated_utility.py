@@ -48,6 +48,11 @@ RECIPES: dict[str, list[str]] = {
     "default+fedavgm": ["strategy=fedavgm"],
     "default+fedadam": ["strategy=fedadam"],
     "default+fedprox": ["strategy=fedprox"],
+    # SGD with momentum at the sites (and in the baselines): a site's step scales with its
+    # gradient, where a fresh AdamW moves every weight by about lr whatever the site's loss
+    "default+sgd_lr0.01": ["train.optimizer=sgd", "train.lr=0.01"],
+    "default+sgd_lr0.03": ["train.optimizer=sgd", "train.lr=0.03"],
+    "default+sgd_lr0.1": ["train.optimizer=sgd", "train.lr=0.1"],
     # Cox partial likelihood over larger batches (larger risk sets per step; TCGA sites hold 50-400 rows)
     "default+batch256": ["train.batch_size=256"],
     "logit_adjust+ditto": ["train.label_skew=logit_adjust", "personalization=ditto"],

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 __all__ = ["TrainSettings", "PersonalizationSettings", "PrivacySettings", "PERSONALIZATIONS", "PRIVACY_MODES",
-           "ACCOUNTANTS", "GRAD_SAMPLE_MODES", "LABEL_SKEW_MODES", "check_label_skew", "dp_refusals"]  # fmt: skip
+           "ACCOUNTANTS", "GRAD_SAMPLE_MODES", "LABEL_SKEW_MODES", "OPTIMIZERS", "check_label_skew", "dp_refusals"]  # fmt: skip
 
 PERSONALIZATIONS = ("none", "finetune", "fedper", "ditto")
 PRIVACY_MODES = ("none", "dp")
@@ -18,6 +18,8 @@ ACCOUNTANTS = ("rdp", "prv")
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew", "ghost", "auto")
 #: Label-skew modes; what each does is in :mod:`client.label_skew`.
 LABEL_SKEW_MODES = ("none", "logit_adjust")
+#: Site optimisers: ``adamw`` (decoupled weight decay) or ``sgd`` (heavy-ball momentum).
+OPTIMIZERS = ("adamw", "sgd")
 
 
 def check_label_skew(mode: str) -> str:
@@ -35,9 +37,11 @@ class TrainSettings:
         epochs: passes over the local training split per round (fractions allowed).
         batch_size: samples per step.
         lr: learning rate.
-        weight_decay: decoupled weight decay (AdamW).
+        weight_decay: weight decay (decoupled under AdamW).
         proximal_mu: FedProx proximal weight; 0 disables it.
         label_skew: ``none`` or ``logit_adjust`` (see :mod:`client.label_skew`).
+        optimizer: ``adamw`` or ``sgd``; a fresh one every round.
+        momentum: ``sgd`` only: heavy-ball momentum.
     """
 
     epochs: float = 1.0
@@ -46,9 +50,15 @@ class TrainSettings:
     weight_decay: float = 1e-4
     proximal_mu: float = 0.0
     label_skew: str = "none"
+    optimizer: str = "adamw"
+    momentum: float = 0.9
 
     def __post_init__(self) -> None:
         check_label_skew(self.label_skew)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"train.optimizer: unknown {self.optimizer!r}; expected one of {list(OPTIMIZERS)}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"train.momentum must be in [0, 1); got {self.momentum}")
         if not self.epochs > 0:
             raise ValueError(f"train.epochs must be > 0; got {self.epochs}")
         if self.batch_size < 1:

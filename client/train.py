@@ -16,7 +16,7 @@ from fusion_models.task import Task
 if TYPE_CHECKING:
     from client.privacy import DPRound
 
-__all__ = ["resolve_device", "make_loader", "proximal_penalty", "batch_loss", "train_local", "predict", "evaluate"]
+__all__ = ["resolve_device", "make_loader", "make_optimizer", "proximal_penalty", "batch_loss", "train_local", "predict", "evaluate"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -30,6 +30,14 @@ def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, seed: int) 
     """A DataLoader with a seeded shuffle, so a run is reproducible."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=False)
+
+
+def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    """The site optimiser ``settings.optimizer`` names, over every parameter of ``model``."""
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                               weight_decay=settings.weight_decay)  # fmt: skip
+    return torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -69,7 +77,7 @@ def train_local(
     anchor: list[torch.Tensor] | None = None,
     dp: DPRound | None = None,
 ) -> dict[str, float]:
-    """Train ``model`` in place for ``settings.epochs`` passes over ``dataset`` with a fresh AdamW.
+    """Train ``model`` in place for ``settings.epochs`` passes over ``dataset`` with a fresh optimiser.
 
     Returns ``loss`` (mean training loss), ``steps`` and ``samples`` (sample passes made).
     With ``proximal_mu > 0`` the proximal term ``mu / 2 * ||w - anchor||^2`` pulls the weights
@@ -82,7 +90,7 @@ def train_local(
         return {"loss": float("nan"), "steps": 0.0, "samples": 0.0}
     torch.manual_seed(seed)
     model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = make_optimizer(model, settings)
     offset = None if label_offset is None else label_offset.to(device)
     if settings.proximal_mu > 0:
         anchor = [a.detach().to(device) for a in anchor] if anchor is not None else [p.detach().clone() for p in model.parameters()]
