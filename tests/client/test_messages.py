@@ -9,10 +9,11 @@ from client.settings import PersonalizationSettings, TrainSettings
 
 def test_round_config_round_trips_through_a_config_record():
     config = RoundConfig(task="binary", feature_spec="{}", model_spec="{}", seed=3, device="cpu",
-                         train=TrainSettings(epochs=0.5, label_skew="logit_adjust"), split="test", bootstrap=7,
+                         train=TrainSettings(epochs=0.5, label_skew="logit_adjust", optimizer="sgd", momentum=0.5), split="test", bootstrap=7,
                          personalization=PersonalizationSettings(name="finetune", epochs=2.0))  # fmt: skip
     record = config.to_record(**{keys.SERVER_ROUND: 4})
     assert record["train.label-skew"] == "logit_adjust" and record[keys.SERVER_ROUND] == 4
+    assert record["train.optimizer"] == "sgd" and record["train.momentum"] == 0.5
     assert RoundConfig.from_record(record) == config
 
 
