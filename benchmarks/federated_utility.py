@@ -53,6 +53,13 @@ RECIPES: dict[str, list[str]] = {
     "default+sgd_lr0.01": ["train.optimizer=sgd", "train.lr=0.01"],
     "default+sgd_lr0.03": ["train.optimizer=sgd", "train.lr=0.03"],
     "default+sgd_lr0.1": ["train.optimizer=sgd", "train.lr=0.1"],
+    # the averaged step moves about as far as one site's few steps: take it twice (FedAvgM
+    # without momentum at server lr 2), or with a milder server momentum than Hsu et al.'s 0.9
+    "default+server_lr2": ["strategy=fedavgm", "strategy.server_lr=2.0", "strategy.momentum=0.0"],
+    "default+fedavgm_m0.5": ["strategy=fedavgm", "strategy.momentum=0.5"],
+    # the same sample passes with fewer, longer rounds (more local work between aggregations)
+    "default+epochs0.5_rounds20": ["train.epochs=0.5", "rounds=20"],
+    "default+epochs1_rounds10": ["train.epochs=1", "rounds=10"],
     # Cox partial likelihood over larger batches (larger risk sets per step; TCGA sites hold 50-400 rows)
     "default+batch256": ["train.batch_size=256"],
     "logit_adjust+ditto": ["train.label_skew=logit_adjust", "personalization=ditto"],
