@@ -132,3 +132,14 @@ def test_privacy_dp_brings_its_own_fine_tuning_passes(overrides, epochs):
     settings = default_run_settings(overrides)
     assert settings.personalization.name == "finetune" and settings.personalization.epochs == epochs
     assert RunSettings.from_json(settings.to_json()) == settings
+
+
+def test_the_site_optimiser_is_a_train_key_that_reaches_the_server_settings():
+    from server.default_config import default_run_settings
+
+    assert default_run_settings([]).train.optimizer == "adamw"
+    settings = default_run_settings(["train.optimizer=sgd", "train.momentum=0.5", "train.lr=0.03"])
+    assert (settings.train.optimizer, settings.train.momentum, settings.train.lr) == ("sgd", 0.5, 0.03)
+    assert RunSettings.from_json(settings.to_json()) == settings
+    with pytest.raises(ValueError, match="train.optimizer"):
+        default_run_settings(["train.optimizer=adam"])
