@@ -58,7 +58,7 @@ def test_manifests_need_a_folder():
 
 def test_unknown_training_keys_are_refused():
     with pytest.raises(ValueError, match="unknown keys"):
-        SimulationConfig.from_cfg(_compose(["+train.momentum=0.9"]))
+        SimulationConfig.from_cfg(_compose(["+train.nesterov=true"]))
 
 
 @pytest.mark.parametrize("name", sorted(_options("strategy")))
