@@ -45,6 +45,8 @@ RECIPES: dict[str, list[str]] = {
     "default+finetune6": ["personalization.epochs=6"],
     # as many local passes as the local-only baseline makes (40 rounds x 0.25 epochs)
     "default+finetune10": ["personalization.epochs=10"],
+    # twice the local-only baseline's passes, from the global model
+    "default+finetune20": ["personalization.epochs=20"],
     "default+fedavgm": ["strategy=fedavgm"],
     "default+fedadam": ["strategy=fedadam"],
     "default+fedprox": ["strategy=fedprox"],
