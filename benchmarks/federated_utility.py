@@ -47,6 +47,9 @@ RECIPES: dict[str, list[str]] = {
     "default+finetune10": ["personalization.epochs=10"],
     # twice the local-only baseline's passes, from the global model
     "default+finetune20": ["personalization.epochs=20"],
+    # the fine-tuning keeps its best pass on the site's validation split (the global model
+    # included), and the baselines their best round by the same rule
+    "default+select_best_val": ["personalization.select=best_val"],
     "default+fedavgm": ["strategy=fedavgm"],
     "default+fedadam": ["strategy=fedadam"],
     "default+fedprox": ["strategy=fedprox"],

@@ -187,7 +187,7 @@ def evaluate_final(msg: Message, context: Context) -> Message:
         personal, steps, note = personal_model(site.model, site.dataset("train"), site.task, config.train,
                                                config.personalization, state_dir=site_state_dir(context, name),
                                                seed=common["seed"], device=site.device,
-                                               privacy=_site_privacy(context, site))  # fmt: skip
+                                               privacy=_site_privacy(context, site), val_set=val_set)  # fmt: skip
         result = evaluate_at_site(personal, model_name="personalized", train_steps=steps, **common)
         if note:
             result = replace(result, note="; ".join(filter(None, [result.note, note])))

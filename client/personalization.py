@@ -1,7 +1,8 @@
 """Personalisation at a site: a model of its own beside the global one.
 
 - ``finetune``: local epochs on the site's training split, starting from the final global
-  model. The rule that decides where it applies is fixed in the config before results are
+  model; with ``select=best_val`` the site keeps the pass (the global model included) that
+  scores best on its validation split (:mod:`client.model_selection`). The rule that decides where it applies is fixed in the config before results are
   seen: a site with fewer than ``min_train_positives`` training positives (binary) or
   events (survival) keeps the global model as its personalised model, and says so.
 - ``fedper`` (Arivazhagan et al. 2019): the modules in ``keep_modules`` stay at the site.
@@ -31,6 +32,7 @@ import torch
 
 from client.atomic_io import atomic_open
 from client.data import SiteDataset
+from client.model_selection import BestSnapshot, validation_metrics
 from client.privacy import BudgetExceeded, PrivacyRefused, SitePrivacy
 from client.round import RoundResult, train_round
 from client.settings import PersonalizationSettings, TrainSettings, dp_refusals
@@ -122,10 +124,12 @@ def personal_model(
     seed: int,
     device: torch.device,
     privacy: SitePrivacy | None = None,
+    val_set: SiteDataset | None = None,
 ) -> tuple[MultimodalModel, int, str]:
     """The site's personalised model for the final evaluation, the local steps it took
-    (``finetune`` only), and a note when a rule kept the global model. Under ``privacy``
-    the fine-tuning is a DP round of its own, in the ledger as release ``finetune``."""
+    (``finetune`` only), and a note when a rule kept the global model or chose a pass. Under
+    ``privacy`` the fine-tuning is a DP round of its own, in the ledger as release ``finetune``;
+    ``val_set`` is what ``select=best_val`` scores."""
     model = copy.deepcopy(global_model)
     path = state_dir / PERSONAL_FILE
     if settings.name in ("fedper", "ditto"):
@@ -135,7 +139,8 @@ def personal_model(
         return model, 0, ""
     if settings.name != "finetune":
         raise ValueError(f"personal_model() called with personalization.name {settings.name!r}")
-    model, steps, note = personalize(model, train_set, task, train, settings, seed=seed, device=device, privacy=privacy)
+    model, steps, note = personalize(model, train_set, task, train, settings, seed=seed, device=device, privacy=privacy,
+                                     val_set=val_set)  # fmt: skip
     save_personal_model(path, model.state_dict(), meta={"personalization": "finetune", "steps": steps, "note": note})
     return model, steps, note
 
@@ -150,9 +155,11 @@ def personalize(
     seed: int,
     device: torch.device,
     privacy: SitePrivacy | None = None,
+    val_set: SiteDataset | None = None,
 ) -> tuple[MultimodalModel, int, str]:
     """``finetune``: the fine-tuned copy, its local steps, and a note when the rule (or the
-    site's privacy budget) kept the global model."""
+    site's privacy budget) kept the global model, or which pass ``select=best_val`` kept
+    (scored on ``val_set``, which it then needs)."""
     model = copy.deepcopy(global_model)
     count = _minority_count(task, train_set.target)
     if count is not None and count < settings.min_train_positives:
@@ -161,12 +168,28 @@ def personalize(
         return model, 0, f"kept the global model: {count} training {what}, fewer than {settings.min_train_positives}"
     if privacy is not None:
         privacy = replace(privacy, release="finetune", round_epochs=train.epochs)
+    best, after_pass = None, None
+    if settings.select == "best_val":
+        if val_set is None:
+            raise ValueError("personalization.select=best_val needs the site's validation split")
+        best = BestSnapshot(task)
+        best.offer(model, validation_metrics(model, {"val": val_set}, task, device=device), 0)
+
+        def after_pass(steps_done: int) -> None:
+            best.offer(model, validation_metrics(model, {"val": val_set}, task, device=device), steps_done)
+
     try:
         result = train_round(model, train_set, task, replace(train, epochs=settings.epochs, proximal_mu=0.0), seed=seed,
-                             device=device, privacy=privacy)  # fmt: skip
+                             device=device, privacy=privacy, after_pass=after_pass)  # fmt: skip
     except BudgetExceeded as refusal:
         return copy.deepcopy(global_model), 0, f"kept the global model: {refusal}"
-    return model, result.steps, ""
+    if best is None:
+        return model, result.steps, ""
+    kept = best.restore(model)
+    if kept is None:
+        return model, result.steps, "select=best_val: no pass could be scored on the validation split; kept the last"
+    what = "the global model" if kept == 0 else f"the weights after {kept} of {result.steps} steps"
+    return model, result.steps, f"select=best_val: kept {what} (validation {best.headline} {best.score:.3f})"
 
 
 def save_personal_model(path: Path, state_dict: dict[str, torch.Tensor], *, meta: dict[str, Any]) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -68,6 +69,7 @@ def train_round(
     anchor: list[torch.Tensor] | None = None,
     keep: frozenset[str] = frozenset(),
     privacy: SitePrivacy | None = None,
+    after_pass: Callable[[int], None] | None = None,
 ) -> RoundResult:
     """Train ``model`` in place for one round on ``dataset``; returns what the site sends.
 
@@ -77,18 +79,20 @@ def train_round(
     With ``privacy`` (DP on) every trainable parameter is trained with DP-SGD, the release
     is appended to the site's ledger before this returns, and a round that would pass the
     site's budget raises :class:`client.privacy.BudgetExceeded` instead of training.
+    ``after_pass`` goes to :func:`client.train.train_local` (model selection).
     """
     if privacy is not None and privacy.settings.enabled:
         return _private_round(model, dataset, task, settings, seed=seed, device=device, anchor=anchor, keep=keep,
-                              privacy=privacy)  # fmt: skip
+                              privacy=privacy, after_pass=after_pass)  # fmt: skip
     offset = label_offsets(settings.label_skew, task, dataset.target)
-    result = train_local(model, dataset, task, settings, seed=seed, device=device, label_offset=offset, anchor=anchor)
+    result = train_local(model, dataset, task, settings, seed=seed, device=device, label_offset=offset, anchor=anchor,
+                         after_pass=after_pass)  # fmt: skip
     return _result(model, dataset, keep, result)
 
 
 def _private_round(model: MultimodalModel, dataset: SiteDataset, task: Task, settings: TrainSettings, *, seed: int,
                    device: torch.device, anchor: list[torch.Tensor] | None, keep: frozenset[str],
-                   privacy: SitePrivacy) -> RoundResult:  # fmt: skip
+                   privacy: SitePrivacy, after_pass: Callable[[int], None] | None = None) -> RoundResult:  # fmt: skip
     problems = dp_refusals(task=task.name, train=settings)
     if problems:
         raise PrivacyRefused("privacy=dp: " + "; ".join(problems))
@@ -105,7 +109,8 @@ def _private_round(model: MultimodalModel, dataset: SiteDataset, task: Task, set
         if after > privacy.limit:
             raise BudgetExceeded(site=ledger.site, spent=spent, after=after, budget=privacy.limit, delta=plan.delta)
         dp = DPRound(plan, ledger.history())
-        result = train_local(model, dataset, task, settings, seed=seed, device=device, anchor=anchor, dp=dp)
+        result = train_local(model, dataset, task, settings, seed=seed, device=device, anchor=anchor, dp=dp,
+                             after_pass=after_pass)  # fmt: skip
         steps, _ = dp.spent()
         epsilon = dp.epsilon()
         ledger.append(LedgerEntry(run_id=privacy.run_id, round=privacy.server_round, release=privacy.release,

@@ -13,6 +13,8 @@ __all__ = ["TrainSettings", "PersonalizationSettings", "PrivacySettings", "PERSO
            "ACCOUNTANTS", "GRAD_SAMPLE_MODES", "LABEL_SKEW_MODES", "OPTIMIZERS", "check_label_skew", "dp_refusals"]  # fmt: skip
 
 PERSONALIZATIONS = ("none", "finetune", "fedper", "ditto")
+#: which weights a site keeps from training it runs alone (:mod:`client.model_selection`)
+SELECTIONS = ("last", "best_val")
 PRIVACY_MODES = ("none", "dp")
 ACCOUNTANTS = ("rdp", "prv")
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew", "ghost", "auto")
@@ -79,6 +81,9 @@ class PersonalizationSettings:
         keep_modules: ``fedper``: modules that stay at the site and are never sent
             (``fusion`` or ``encoders.<modality>``).
         ditto_lambda: ``ditto``: weight of the pull of the personal model towards the global one.
+        select: ``last`` or ``best_val``: which weights ``finetune`` keeps, and the local-only and
+            pooled baselines with it (:mod:`client.model_selection`); ``fedper`` and ``ditto``
+            keep their last.
     """
 
     name: str = "none"
@@ -86,6 +91,7 @@ class PersonalizationSettings:
     min_train_positives: int = 10
     keep_modules: tuple[str, ...] = ("fusion",)
     ditto_lambda: float = 0.1
+    select: str = "last"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keep_modules", tuple(self.keep_modules))
@@ -101,6 +107,11 @@ class PersonalizationSettings:
                              f"{list(self.keep_modules)}")  # fmt: skip
         if not self.ditto_lambda > 0:
             raise ValueError(f"personalization.ditto_lambda must be > 0; got {self.ditto_lambda}")
+        if self.select not in SELECTIONS:
+            raise ValueError(f"personalization.select: unknown {self.select!r}; expected one of {list(SELECTIONS)}")
+        if self.select != "last" and self.name in ("fedper", "ditto"):
+            raise ValueError(f"personalization.select={self.select} applies to finetune (and none: the baselines); "
+                             f"{self.name} keeps its last weights")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -76,6 +77,7 @@ def train_local(
     label_offset: torch.Tensor | None = None,
     anchor: list[torch.Tensor] | None = None,
     dp: DPRound | None = None,
+    after_pass: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place for ``settings.epochs`` passes over ``dataset`` with a fresh optimiser.
 
@@ -85,6 +87,9 @@ def train_local(
     ``label_offset`` (``[output_dim]``) is added to the outputs inside the task loss only.
     With ``dp`` the round is DP-SGD (:class:`client.privacy.DPRound`): Poisson-sampled
     batches, clipped per-sample gradients plus noise, the proximal pull added after the noise.
+    ``after_pass(steps_done)`` is called after every full pass over the loader and after the
+    last step (model selection scores snapshots there); it must not change the weights, and
+    training goes on in training mode after it.
     """
     if len(dataset) == 0:
         return {"loss": float("nan"), "steps": 0.0, "samples": 0.0}
@@ -116,6 +121,9 @@ def train_local(
                 total += float(loss.detach())
                 samples += len(batch["label"])
                 done += 1
+                if after_pass is not None and (done % len(loader) == 0 or done == steps):
+                    after_pass(done)
+                    model.train()  # scoring puts the model in eval mode
                 if done >= steps:
                     break
     finally:

@@ -158,7 +158,8 @@ def _baseline(name: str, config: SimulationConfig, data, spec: ModelSpec, task: 
         trainer = train_pooled if name == "pooled" else train_local_only
         trained = trainer(data["train"], data["val"], spec, task, config.run.train, rounds=config.run.rounds,
                           seed=config.run.seed, device=device, on_round=on_round, privacy=config.run.privacy,
-                          ledger_dir=baseline_ledger_dir(run_dir, name))  # fmt: skip
+                          ledger_dir=baseline_ledger_dir(run_dir, name),
+                          select=config.run.personalization.select)  # fmt: skip
     if name == "pooled":
         model, steps = trained
         return (lambda site: model), time.monotonic() - start, {site: steps for site in data["test"]}
