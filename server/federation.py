@@ -23,10 +23,12 @@ from client.schema import Schema
 from client.settings import dp_refusals
 from client.site_schema import rare_classes_of_counts
 from fusion_models.model import build_model
+from fusion_models.task import make_task
 from server.central_accounting import CENTRAL_PRIVACY_FILE
 from server.checkpoint import save_checkpoint
 from server.final_evaluation import SITE_EVALUATION_FILE, run_final_evaluation, write_site_evaluations
 from server.model_setup import make_model_spec
+from server.round_selection import SELECTED_ROUND_FILE, BestRound
 from server.settings import RunSettings
 from server.strategies import build_strategy
 
@@ -94,23 +96,30 @@ def run(grid: Grid, context: Context, *, settings: RunSettings, nodes: list[int]
 
     site_log = (federated_dir / "site_metrics.jsonl").open("a")
 
+    selection = None
+    if settings.personalization.select == "best_val":
+        headline = make_task(task, num_classes=max(2, len(features.classes)))
+        selection = BestRound(headline.headline, higher_is_better=headline.higher_is_better)
+
     def record_site(server_round: int, kind: str, site: str, metrics: MetricRecord) -> None:
+        if selection is not None:
+            selection.site_figures(server_round, kind, metrics)
         # A figure a site could not compute (nan) is written as null: the log stays valid JSON.
         values = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in dict(metrics).items()}
         site_log.write(json.dumps({"round": server_round, "kind": kind, "site": site, **values}) + "\n")
         site_log.flush()
 
+    def save_global(arrays: ArrayRecord, server_round: int) -> None:
+        save_checkpoint(federated_dir / "global.pt", state_dict=arrays.to_torch_state_dict(), round=server_round,
+                        model_spec=model_spec.to_dict(), feature_spec=features.to_json(),
+                        settings=json.loads(settings.to_json()))  # fmt: skip
+
     def checkpoint_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         # Flower calls this with the global arrays after every round: the server holds no
         # data, so instead of central evaluation it saves the global state.
-        save_checkpoint(
-            federated_dir / "global.pt",
-            state_dict=arrays.to_torch_state_dict(),
-            round=server_round,
-            model_spec=model_spec.to_dict(),
-            feature_spec=features.to_json(),
-            settings=json.loads(settings.to_json()),
-        )
+        if selection is not None:
+            selection.global_arrays(server_round, arrays)
+        save_global(arrays, server_round)
         atomic_write_text(federated_dir / "progress.json", json.dumps({"round": server_round, "rounds": settings.rounds}))
         return None
 
@@ -139,6 +148,16 @@ def run(grid: Grid, context: Context, *, settings: RunSettings, nodes: list[int]
     # Flower's result holds no arrays when no round aggregated anything (every site declined
     # or failed): the final model is then the initial one.
     final = result.arrays if len(result.arrays) else ArrayRecord(model.state_dict())
+    final_round = settings.rounds
+    if selection is not None:
+        if selection.arrays is not None:
+            final, final_round = selection.arrays, selection.round
+            save_global(final, final_round)  # global.pt is the federation's model: the selected round's
+        atomic_write_text(federated_dir / SELECTED_ROUND_FILE, json.dumps(
+            {"rule": "best_val", "round": final_round, "rounds": settings.rounds, "metric": selection.key,
+             "mean_over_sites": selection.score}))  # fmt: skip
+        log(INFO, "fedfusion: select=best_val kept round %s of %s (mean site %s %s)", final_round, settings.rounds,
+            selection.key, selection.score)  # fmt: skip
     evaluations, failures = run_final_evaluation(
         grid, nodes, final, round_config.to_record(**{keys.SERVER_ROUND: settings.rounds})
     )

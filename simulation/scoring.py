@@ -23,6 +23,7 @@ from fusion_models.model import ModelSpec, build_model
 from fusion_models.task import Task, make_task
 from server.checkpoint import load_checkpoint
 from server.final_evaluation import SITE_EVALUATION_FILE, read_site_evaluations
+from server.round_selection import SELECTED_ROUND_FILE
 from simulation.attack_results import ATTACK_FILE, attack_summary_line
 from simulation.attacks import ShadowTraining, run_attacks
 from simulation.baselines import train_local_only, train_pooled
@@ -69,6 +70,11 @@ def score_repeat(config: SimulationConfig, run_dir: Path, table: SampleTable, ma
         warnings_list.append(f"final evaluation: {failure}")
         console.print(f"[yellow]warning[/]: {warnings_list[-1]}")
     site_models = {"federated": "global", "personalized": "personalized"}
+    source = "reported by the sites (Flower final evaluation round)"
+    selected = run_dir / "federated" / SELECTED_ROUND_FILE
+    if selected.is_file():  # personalization.select=best_val: the federation's model is its best round's
+        kept = json.loads(selected.read_text())
+        source += f"; the global model of round {kept['round']} of {kept['rounds']} (select=best_val)"
     for name, kind in site_models.items():
         evaluations = [e for e in reported if e.model == kind]
         if not evaluations:
@@ -76,7 +82,7 @@ def score_repeat(config: SimulationConfig, run_dir: Path, table: SampleTable, ma
         pooled = pooled_test_metrics(lambda site: global_model, data["test"], task, device=device) if kind == "global" else {}
         methods[name] = replace(summarise_method(evaluations, metrics=metrics, pooled=pooled),
                                 seconds=round(seconds["federated"], 1),
-                                source="reported by the sites (Flower final evaluation round)")  # fmt: skip
+                                source=source)  # fmt: skip
         log.add_summary(name, config.run.rounds, methods[name])
     for name in config.baselines:
         model_for, seconds[name], steps = _baseline(name, config, data, spec, task, log, device, console, run_dir)
