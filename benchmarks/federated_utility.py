@@ -6,7 +6,9 @@ models against pooled and local-only training, and recipes against each other.
 
 Usage: ``python -m benchmarks.federated_utility --repeats 3``; results go to
 ``benchmarks/results/federated_utility/{results.json,results.md}`` with the command, the
-package versions and the git commit.
+package versions and the git commit. ``--reuse RECIPE=RUN_DIR`` reads a recipe's repeats from
+the ``summary.json`` of a run this benchmark wrote before instead of running it again (the
+runs are deterministic at a commit; results.json names the folder it came from).
 """
 
 from __future__ import annotations
@@ -148,6 +150,26 @@ def _cross_recipe(runs: dict[str, RepeatsSummary], method: str) -> list[PairedCo
     return out
 
 
+def _reused(p: argparse.ArgumentParser, pairs: list[str], recipes: list[str]) -> dict[str, Path]:
+    out = {}
+    for pair in pairs:
+        name, sep, folder = pair.partition("=")
+        if not sep or name not in recipes:
+            p.error(f"--reuse {pair!r}: expected RECIPE=RUN_DIR with RECIPE one of --recipes {recipes}")
+        out[name] = Path(folder)
+    return out
+
+
+def _read_repeats(p: argparse.ArgumentParser, run_dir: Path, name: str, repeats: int) -> RepeatsSummary:
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        p.error(f"--reuse {name}={run_dir}: {path} does not exist")
+    summary = RepeatsSummary.load(path)
+    if summary.repeats != repeats:
+        p.error(f"--reuse {name}={run_dir}: {path} holds {summary.repeats} repeats, not --repeats {repeats}")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run every recipe on every data set; write results.json and results.md; returns the results."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.federated_utility", description=__doc__.split("\n\n")[0])
@@ -159,7 +181,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/federated_utility"))
     p.add_argument("--runs-dir", type=Path, default=Path("outputs/benchmarks/federated_utility"),
                    help="where each simulation's run folder goes (large: site manifests and caches)")
+    p.add_argument("--reuse", action="append", default=[], metavar="RECIPE=RUN_DIR",
+                   help="read RECIPE's repeats from RUN_DIR/summary.json (a run of this benchmark) instead of running it")
     args = p.parse_args(argv)
+    reuse = _reused(p, args.reuse, args.recipes)
     if args.repeats < 2:
         p.error("--repeats must be >= 2: the benchmark pairs methods across repeats")
     console = Console(width=None if sys.stdout.isatty() else 160)
@@ -177,6 +202,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         extra: dict[str, dict[str, Any]] = {}  # per recipe: wall_s and overrides, written beside its figures
         for name in args.recipes:
             overrides = [*_DATASETS[dataset], *RECIPES[name], f"repeats={args.repeats}", *args.override]
+            if name in reuse:
+                runs[name] = _read_repeats(p, reuse[name], name, args.repeats)
+                extra[name] = {"wall_s": None, "overrides": overrides, "reused_from": str(reuse[name])}
+                continue
             start = time.monotonic()
             run_dir = args.runs_dir / dataset / name.replace("+", "_")
             summary = simulate(_config(overrides), run_dir, console)
@@ -184,6 +213,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 p.error(f"{name}: ran one repeat (--override repeats=1?); the benchmark pairs methods across repeats")
             runs[name] = summary
             extra[name] = {"wall_s": round(time.monotonic() - start, 1), "overrides": overrides}
+        seeds = {name: list(r.seeds) for name, r in runs.items()}
+        if len({tuple(v) for v in seeds.values()}) > 1:
+            p.error(f"{dataset}: the recipes ran different seeds {seeds}; they pair by seed")
         cross = [c for method in ("federated", "personalized") for c in _cross_recipe(runs, method)]
         results["datasets"][dataset] = {
             "recipes": {n: {"aggregate": {m: a.to_dict() for m, a in r.aggregate.items()},
@@ -193,7 +225,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }  # fmt: skip
         for name, r in runs.items():
             ran = extra[name]
-            lines += [f"## {dataset}: {name} (`{' '.join(ran['overrides'])}`, {ran['wall_s']:.0f} s)", "",
+            took = f"read from {ran['reused_from']}" if "reused_from" in ran else f"{ran['wall_s']:.0f} s"
+            lines += [f"## {dataset}: {name} (`{' '.join(ran['overrides'])}`, {took})", "",
                       *repeats_markdown(r.aggregate, r.paired, r.headline, r.repeats)]  # fmt: skip
         if cross:
             lines += [f"## {dataset}: recipes paired by seed", "",
