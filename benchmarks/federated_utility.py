@@ -46,8 +46,8 @@ RECIPES: dict[str, list[str]] = {
     "default": [],
     "default+finetune6": ["personalization.epochs=6"],
     # as many local passes as the local-only baseline makes (40 rounds x 0.25 epochs)
-    "default+finetune10": ["personalization.epochs=10"],
-    # twice the local-only baseline's passes, from the global model
+    "default+finetune10": ["personalization.epochs=10"],  # the default from 2026-12-05 to 2026-12-08
+    # twice the local-only baseline's passes, from the global model (the default since 2026-12-08)
     "default+finetune20": ["personalization.epochs=20"],
     # the fine-tuning keeps its best pass on the site's validation split (the global model
     # included), and the baselines their best round by the same rule

@@ -72,7 +72,7 @@ def test_the_server_app_reads_overrides_and_counts_the_sites(tmp_path):
     ("train.lr=abc", "train.lr: expected a number (the default is 0.001), got 'abc'"),
     ("train.batch_size=abc", "train.batch_size: expected an integer (the default is 64), got 'abc'"),
     ("train.batch_size=2.5", "train.batch_size: expected an integer (the default is 64), got 2.5"),
-    ("personalization.epochs=abc", "personalization.epochs: expected a number (the default is 10.0), got 'abc'"),
+    ("personalization.epochs=abc", "personalization.epochs: expected a number (the default is 20.0), got 'abc'"),
 ])  # fmt: skip
 def test_a_key_whose_default_another_option_may_set_still_has_its_kind_checked(override, problem):
     from server.default_config import default_run_settings
