@@ -24,7 +24,18 @@ from client.settings import SELECTIONS
 from client.train import evaluate
 from fusion_models.task import Task
 
-__all__ = ["SELECTIONS", "BestSnapshot", "validation_metrics"]
+__all__ = ["SELECTIONS", "BestSnapshot", "best_mean", "validation_metrics"]
+
+
+def best_mean(values: list[float], kept: float | None, *, higher_is_better: bool) -> float | None:
+    """The mean of ``values`` if it beats ``kept`` (None: nothing kept yet), else None; a tie
+    does not beat, nor does an empty list."""
+    if not values:
+        return None
+    score = sum(values) / len(values)
+    if kept is not None and (score <= kept if higher_is_better else score >= kept):
+        return None
+    return score
 
 
 def validation_metrics(model: nn.Module, val_sets: Mapping[str, SiteDataset], task: Task, *,
@@ -38,7 +49,7 @@ class BestSnapshot:
 
     def __init__(self, task: Task) -> None:
         self.headline = task.headline
-        self.sign = 1.0 if task.higher_is_better else -1.0
+        self.higher_is_better = task.higher_is_better
         self.score: float | None = None  # the kept snapshot's mean headline
         self.index: int | None = None  # the ``index`` it was offered with
         self._state: dict[str, torch.Tensor] | None = None
@@ -48,10 +59,8 @@ class BestSnapshot:
         entry per validation split; splits without a finite figure are left out) beats the
         kept one's; returns whether it did."""
         values = [float(m[self.headline]) for m in metrics.values() if math.isfinite(float(m.get(self.headline, math.nan)))]
-        if not values:
-            return False
-        score = sum(values) / len(values)
-        if self.score is not None and self.sign * score <= self.sign * self.score:
+        score = best_mean(values, self.score, higher_is_better=self.higher_is_better)
+        if score is None:
             return False
         self.score, self.index = score, index
         self._state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})

@@ -16,6 +16,8 @@ from collections import defaultdict
 
 from flwr.app import ArrayRecord, MetricRecord
 
+from client.model_selection import best_mean
+
 __all__ = ["BestRound", "SELECTED_ROUND_FILE"]
 
 #: ``federated/<this>``: the round the rule kept, its figure, and the rule.
@@ -27,7 +29,7 @@ class BestRound:
 
     def __init__(self, headline: str, *, higher_is_better: bool) -> None:
         self.key = f"val-{headline}"
-        self.sign = 1.0 if higher_is_better else -1.0
+        self.higher_is_better = higher_is_better
         self.round: int | None = None
         self.score: float | None = None
         self.arrays: ArrayRecord | None = None
@@ -42,11 +44,8 @@ class BestRound:
     def global_arrays(self, server_round: int, arrays: ArrayRecord) -> bool:
         """The global arrays after ``server_round`` (Flower's ``evaluate_fn``, called once that
         round's site figures are in); keeps them if they score best so far, and says so."""
-        values = self._figures.pop(server_round, [])
-        if not values:
-            return False
-        score = sum(values) / len(values)
-        if self.score is not None and self.sign * score <= self.sign * self.score:
+        score = best_mean(self._figures.pop(server_round, []), self.score, higher_is_better=self.higher_is_better)
+        if score is None:
             return False
         self.round, self.score = server_round, score
         self.arrays = ArrayRecord(arrays.to_torch_state_dict())  # a copy: Flower's record is not ours to keep
