@@ -2,7 +2,8 @@
 
 ``personalization.select=best_val``: a site's fine-tuning is scored on its validation split
 after every pass (and before the first: the global model is a candidate), and the local-only
-and pooled baselines after every round, so that they keep their model by the same rule. The
+and pooled baselines after every round (the server's rounds: :mod:`server.round_selection`),
+so that every method keeps its model by the same rule. The
 snapshot with the best mean headline over the given splits (AUROC, c-index; the lowest RMSE)
 is kept; a tie keeps the earlier snapshot, and where no snapshot could be scored (no split
 with both classes, say) the last one is kept. Training itself is unchanged: only which

@@ -13,7 +13,7 @@ __all__ = ["TrainSettings", "PersonalizationSettings", "PrivacySettings", "PERSO
            "ACCOUNTANTS", "GRAD_SAMPLE_MODES", "LABEL_SKEW_MODES", "OPTIMIZERS", "check_label_skew", "dp_refusals"]  # fmt: skip
 
 PERSONALIZATIONS = ("none", "finetune", "fedper", "ditto")
-#: which weights a site keeps from training it runs alone (:mod:`client.model_selection`)
+#: which weights each method keeps (:mod:`client.model_selection`, :mod:`server.round_selection`)
 SELECTIONS = ("last", "best_val")
 PRIVACY_MODES = ("none", "dp")
 ACCOUNTANTS = ("rdp", "prv")
@@ -81,9 +81,9 @@ class PersonalizationSettings:
         keep_modules: ``fedper``: modules that stay at the site and are never sent
             (``fusion`` or ``encoders.<modality>``).
         ditto_lambda: ``ditto``: weight of the pull of the personal model towards the global one.
-        select: ``last`` or ``best_val``: which weights ``finetune`` keeps, and the local-only and
-            pooled baselines with it (:mod:`client.model_selection`); ``fedper`` and ``ditto``
-            keep their last.
+        select: ``last`` or ``best_val``: which weights ``finetune`` keeps, and with it the
+            federation (:mod:`server.round_selection`) and the local-only and pooled baselines
+            (:mod:`client.model_selection`); ``fedper`` and ``ditto`` keep their last.
     """
 
     name: str = "none"
