@@ -3,8 +3,9 @@
 - ``finetune``: local epochs on the site's training split, starting from the final global
   model; with ``select=best_val`` the site keeps the pass (the global model included) that
   scores best on its validation split (:mod:`client.model_selection`). The rule that decides
-  where it applies is fixed in the config before results are seen: a site with fewer than ``min_train_positives`` training positives (binary) or
-  events (survival) keeps the global model as its personalised model, and says so.
+  where it applies is fixed in the config before results are seen: a site with fewer than
+  ``min_train_positives`` training positives (binary) or events (survival) keeps the global
+  model as its personalised model, and says so.
 - ``fedper`` (Arivazhagan et al. 2019): the modules in ``keep_modules`` stay at the site.
   Every round the site puts its own copy into the global model, trains, keeps the new copy
   and sends only the other modules; its personalised model is the global one with its own
