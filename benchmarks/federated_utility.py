@@ -49,8 +49,8 @@ RECIPES: dict[str, list[str]] = {
     "default+finetune10": ["personalization.epochs=10"],  # the default from 2026-12-05 to 2026-12-08
     # twice the local-only baseline's passes, from the global model (the default since 2026-12-08)
     "default+finetune20": ["personalization.epochs=20"],
-    # the fine-tuning keeps its best pass on the site's validation split (the global model
-    # included), and the baselines their best round by the same rule
+    # every method keeps its best snapshot on validation: the fine-tuning pass (the global model
+    # included), the federation's round and the baselines' round
     "default+select_best_val": ["personalization.select=best_val"],
     "default+fedavgm": ["strategy=fedavgm"],
     "default+fedadam": ["strategy=fedadam"],
