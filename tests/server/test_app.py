@@ -97,3 +97,35 @@ def test_rare_classes_and_disagreeing_columns_are_judged_over_all_sites(tmp_path
     stats[1]["schema"] = {"columns": {"label": "label", "age": "categorical"}, "schema_version": 1}
     with pytest.raises(ValueError, match="'age': absent at a, categorical at b"):
         agree_on_schema(stats)
+
+
+def test_select_best_val_keeps_the_round_the_sites_scored_best_and_evaluates_it(tmp_path):
+    # lr 0.1 makes round 2 score worse than round 1 here, so keeping the last round would fail
+    paths, run_dir = _run(tmp_path, ["personalization=finetune", "personalization.min_train_positives=0",
+                                     "personalization.select=best_val", "personalization.epochs=1", "train.lr=0.1"])
+    federated = run_dir / "federated"
+    figures: dict[int, list[float]] = {}
+    for line in (federated / "site_metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if row["kind"] == "evaluate" and row.get("val-auroc") is not None:
+            figures.setdefault(row["round"], []).append(row["val-auroc"])
+    means = {r: float(np.mean(v)) for r, v in figures.items()}
+    best = min(means, key=lambda r: (-means[r], r))  # the best mean, the earlier round on a tie
+    assert best == 1, "round 1 should score best for this test to tell the rule from keeping the last round"
+    selected = json.loads((federated / "selected_round.json").read_text())
+    assert (selected["round"], selected["rounds"]) == (best, 2)
+    assert np.isclose(selected["mean_over_sites"], means[best])
+    checkpoint = load_checkpoint(federated / "global.pt")
+    assert checkpoint["round"] == best, "global.pt is the federation's model: the selected round's"
+    model = build_model(ModelSpec.from_dict(checkpoint["model_spec"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    features = FeatureSpec.from_json(checkpoint["feature_spec"])
+    evaluations, _ = read_site_evaluations(federated / "site_evaluation.json")
+    manifest = read_manifest(paths[0])
+    val, test = (load_site_dataset(manifest, features, split=s) for s in ("val", "test"))
+    central = evaluate_at_site(model, site=manifest.site, model_name="global", val_set=val, test_set=test,
+                               task=make_task("binary"), device=torch.device("cpu"), n_boot=0, seed=0)  # fmt: skip
+    reported = next(e for e in evaluations if e.site == manifest.site and e.model == "global")
+    assert np.isclose(reported.metrics["loss"], central.metrics["loss"]), "the sites scored the selected round"
+    personal = next(e for e in evaluations if e.site == manifest.site and e.model == "personalized")
+    assert "select=best_val: kept" in personal.note
