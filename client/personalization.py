@@ -174,11 +174,11 @@ def personalize(
         if val_set is None:
             raise ValueError("personalization.select=best_val needs the site's validation split")
         best = BestSnapshot(task)
-        best.offer(model, validation_metrics(model, {"val": val_set}, task, device=device), 0)
 
         def after_pass(steps_done: int) -> None:
             best.offer(model, validation_metrics(model, {"val": val_set}, task, device=device), steps_done)
 
+        after_pass(0)  # the global model is a candidate too
     try:
         result = train_round(model, train_set, task, replace(train, epochs=settings.epochs, proximal_mu=0.0), seed=seed,
                              device=device, privacy=privacy, after_pass=after_pass)  # fmt: skip

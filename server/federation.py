@@ -152,7 +152,8 @@ def run(grid: Grid, context: Context, *, settings: RunSettings, nodes: list[int]
     if selection is not None:
         if selection.arrays is not None:
             final, final_round = selection.arrays, selection.round
-            save_global(final, final_round)  # global.pt is the federation's model: the selected round's
+            if final_round != settings.rounds:  # the last round's is global.pt already
+                save_global(final, final_round)  # global.pt is the federation's model: the selected round's
         atomic_write_text(federated_dir / SELECTED_ROUND_FILE, json.dumps(
             {"rule": "best_val", "round": final_round, "rounds": settings.rounds, "metric": selection.key,
              "mean_over_sites": selection.score}))  # fmt: skip

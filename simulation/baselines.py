@@ -5,9 +5,9 @@ round, with the federation's settings: the same number of rounds, each of
 ``settings.epochs`` passes with a fresh AdamW, so the comparison isolates federation.
 The steps actually made are returned. With ``select="best_val"`` each keeps the round whose
 weights score best on its validation splits (pooled: the mean over the sites), the rule
-``personalization.select`` sets for the sites' fine-tuning (:mod:`client.model_selection`). Under ``privacy=dp`` they train through the same DP
-round, each with a ledger of its own under ``ledger_dir`` (``pooled/`` or one per site), and
-stop at the budget as a site does.
+``personalization.select`` sets for the sites' fine-tuning (:mod:`client.model_selection`).
+Under ``privacy=dp`` they train through the same DP round, each with a ledger of its own
+under ``ledger_dir`` (``pooled/`` or one per site), and stop at the budget as a site does.
 """
 
 from __future__ import annotations
