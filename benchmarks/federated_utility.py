@@ -69,6 +69,10 @@ RECIPES: dict[str, list[str]] = {
     "default+epochs1_rounds10": ["train.epochs=1", "rounds=10"],
     # Cox partial likelihood over larger batches (larger risk sets per step; TCGA sites hold 50-400 rows)
     "default+batch256": ["train.batch_size=256"],
+    # larger steps alone: on TCGA a site's round is one batch of 256 (sites hold 51-311 training
+    # rows), so the federation makes 40 AdamW steps in all, each moving a weight by about lr
+    "default+lr0.003_only": ["train.lr=0.003"],
+    "default+lr0.01_only": ["train.lr=0.01"],
     "logit_adjust+ditto": ["train.label_skew=logit_adjust", "personalization=ditto"],
     "logit_adjust+fedper": ["train.label_skew=logit_adjust", "personalization=fedper"],
     # DP-SGD at every site (Opacus), epsilon 5 for the planned run, against "default" without DP.
